@@ -1,0 +1,93 @@
+//! Client authentication: API keys by hash, and the loopback development switch.
+
+use std::collections::HashMap;
+
+use actix_web::HttpRequest;
+use sha2::{Digest, Sha256};
+
+use crate::config::AuthConfig;
+use crate::error::ApiError;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The key's id; `None` for unauthenticated loopback calls.
+    pub key_id: Option<String>,
+    /// The tenant the call is accounted to.
+    pub tenant: String,
+}
+
+/// Tenant of unauthenticated loopback calls.
+pub const LOCAL_TENANT: &str = "local";
+
+/// Checks presented keys against the configured hashes.
+pub struct Authenticator {
+    by_hash: HashMap<[u8; 32], Principal>,
+    allow_loopback: bool,
+}
+
+impl Authenticator {
+    /// Index the configured keys.
+    pub fn new(cfg: &AuthConfig) -> Self {
+        let by_hash = cfg
+            .keys
+            .iter()
+            .map(|k| {
+                (
+                    k.hash,
+                    Principal {
+                        key_id: Some(k.id.clone()),
+                        tenant: k.tenant.clone(),
+                    },
+                )
+            })
+            .collect();
+        Self {
+            by_hash,
+            allow_loopback: cfg.allow_unauthenticated_loopback,
+        }
+    }
+
+    /// Identify the caller from `Authorization: Bearer` or `x-api-key`.
+    pub fn authenticate(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
+        let open_loopback = self.allow_loopback && req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+        let anonymous = || Principal {
+            key_id: None,
+            tenant: LOCAL_TENANT.to_owned(),
+        };
+        match presented_key(req) {
+            Some(key) => {
+                let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+                match self.by_hash.get(&digest) {
+                    Some(p) => Ok(p.clone()),
+                    // SDKs insist on sending some key; with no keys configured on an open
+                    // loopback, whatever they send is as good as none.
+                    None if open_loopback && self.by_hash.is_empty() => Ok(anonymous()),
+                    None => Err(ApiError::Unauthorized(
+                        "Incorrect API key provided. Keys are configured in [auth.keys].".to_owned(),
+                    )),
+                }
+            }
+            None if open_loopback => Ok(anonymous()),
+            None => Err(ApiError::Unauthorized(
+                "You didn't provide an API key. Send it as `Authorization: Bearer KEY`.".to_owned(),
+            )),
+        }
+    }
+}
+
+fn presented_key(req: &HttpRequest) -> Option<&str> {
+    let h = req.headers();
+    if let Some(v) = h.get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or(v)
+            .trim();
+        if !token.is_empty() {
+            return Some(token);
+        }
+    }
+    h.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}

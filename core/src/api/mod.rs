@@ -1,0 +1,127 @@
+//! The HTTP API: OpenAI-compatible routes, health, and the error dialect at the edge.
+//!
+//! Handlers are thin: authenticate, parse into internal types, call the router and providers,
+//! encode. [`configure`] registers every route; the server and the tests both use it.
+
+pub mod auth;
+pub mod body;
+pub mod chat;
+pub mod health;
+pub mod models;
+pub mod sse;
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use futures_util::future::{ready, Either, Ready};
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::router::ModelMap;
+use crate::storage::Storage;
+use crate::supervisor::Supervisor;
+
+/// Everything handlers read; cheap to clone, never locked on the request path.
+pub struct AppState {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Model name → failover chain.
+    pub models: Arc<ModelMap>,
+    /// Key checking.
+    pub auth: Arc<auth::Authenticator>,
+    /// The actor owning the others.
+    pub supervisor: Addr<Supervisor>,
+    /// Embedded store.
+    pub storage: Storage,
+    /// Start time, unix seconds (the `created` of model objects).
+    pub started_unix: u64,
+}
+
+/// The request id, from `x-request-id` or generated.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Header carrying the request id both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Register every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/chat/completions")
+            .route(web::post().to(chat::completions))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/models")
+            .route(web::get().to(models::list))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(web::resource("/v1/models/{id:.+}").route(web::get().to(models::retrieve)))
+    .route("/healthz", web::get().to(health::healthz))
+    .route("/readyz", web::get().to(health::readyz))
+    .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::RouteNotFound {
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+    })
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let body = serde_json::json!({"error": {
+        "message": format!("Method {} is not allowed on {}.", req.method(), req.path()),
+        "type": "invalid_request_error", "param": null, "code": "method_not_allowed"}});
+    HttpResponse::MethodNotAllowed().json(body)
+}
+
+fn valid_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())).then(|| s.to_owned())
+}
+
+/// Middleware body: assign the request id, open the request span, echo the id back.
+pub fn with_request_id<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> Either<
+    impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+    Ready<Result<ServiceResponse<B>, actix_web::Error>>,
+>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(valid_request_id)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let span = tracing::info_span!("http", request_id = %id, method = %req.method(), path = %req.path());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let fut = {
+        let _g = span.enter();
+        srv.call(req)
+    };
+    let Ok(header_value) = HeaderValue::from_str(&id) else {
+        return Either::Right(ready(Err(actix_web::error::ErrorInternalServerError("bad request id"))));
+    };
+    Either::Left(
+        async move {
+            let mut res = fut.await?;
+            res.headers_mut().insert(HeaderName::from_static(REQUEST_ID), header_value);
+            let status = res.status();
+            if status.is_server_error() {
+                tracing::warn!(status = status.as_u16(), "request failed");
+            } else {
+                tracing::debug!(status = status.as_u16(), "request done");
+            }
+            Ok(res)
+        }
+        .instrument(span),
+    )
+}

@@ -1,0 +1,607 @@
+//! Configuration: TOML on disk, environment overrides, CLI flags, validated into runtime types.
+//!
+//! Precedence is built-in defaults < config file < environment (`SWITCHYARD__SECTION__KEY`) <
+//! CLI flags. The raw serde types reject unknown keys; [`Config::from_raw`] then checks meaning
+//! (URLs, references between sections, secrets) and quotes the full key path of any problem.
+
+pub mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+pub use secret::{SecretError, SecretLocation};
+
+/// A configuration problem, always naming the key path it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, environment or flags could not be parsed into the schema.
+    #[error("{0}")]
+    Parse(String),
+    /// A value parsed but is not acceptable.
+    #[error("`{path}`: {message}")]
+    Invalid {
+        /// Dotted key path, e.g. `providers.openai.base_url`.
+        path: String,
+        /// What is wrong and what would be accepted.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Settings given on the command line; they win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw schema (what the TOML file says).
+// ---------------------------------------------------------------------------------------------
+
+/// The config file's schema.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[auth]`
+    #[serde(default)]
+    pub auth: RawAuth,
+    /// `[log]`
+    #[serde(default)]
+    pub log: RawLog,
+    /// `[providers.NAME]`: one upstream each.
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
+    /// `[models."PUBLIC-NAME"]`: public model names mapped to upstream targets.
+    #[serde(default)]
+    pub models: BTreeMap<String, RawModel>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Folder for the embedded store (sled).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// HTTP worker threads; 0 means one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Default overall deadline of a request, in milliseconds.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./switchyard-data")
+}
+fn default_max_body_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_request_timeout_ms() -> u64 {
+    300_000
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            workers: 0,
+            max_body_bytes: default_max_body_bytes(),
+            request_timeout_ms: default_request_timeout_ms(),
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Let requests from loopback peers in without a key. Unset: allowed only while no keys
+    /// are configured (a development default); set `false` behind a reverse proxy on the host.
+    #[serde(default)]
+    pub allow_unauthenticated_loopback: Option<bool>,
+    /// Client API keys, stored as hashes (`switchyard hash-key` prints one).
+    #[serde(default)]
+    pub keys: Vec<RawApiKey>,
+}
+
+/// One `[[auth.keys]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    /// Stable identifier, recorded with each call (never the key itself).
+    pub id: String,
+    /// `sha256:<64 hex digits>` of the key.
+    pub hash: String,
+    /// Tenant the key belongs to; defaults to the key id.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `switchyard_core=debug`; `RUST_LOG` wins.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[providers.NAME]`, tagged by `type`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum RawProvider {
+    /// Any server speaking OpenAI's chat completions wire format (OpenAI, vLLM, Ollama, Groq, ...).
+    #[serde(rename = "openai")]
+    OpenAi(RawHttpProvider),
+}
+
+/// Settings shared by HTTP upstreams.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpProvider {
+    /// Base URL including the version path, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Where the credential lives: `env::NAME`, `file::PATH` or `none`.
+    #[serde(default = "default_api_key")]
+    pub api_key: SecretLocation,
+    /// Connect timeout in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Idle pooled connections kept per host.
+    #[serde(default = "default_pool_idle_per_host")]
+    pub pool_idle_per_host: usize,
+}
+
+fn default_api_key() -> SecretLocation {
+    SecretLocation::None
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_pool_idle_per_host() -> usize {
+    256
+}
+
+/// `[models."NAME"]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// Upstreams to try in order; later ones are the fallbacks.
+    pub targets: Vec<RawTarget>,
+}
+
+/// One upstream target of a public model.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// Name of a `[providers.NAME]` section.
+    pub provider: String,
+    /// Model name the upstream knows.
+    pub model: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runtime types (validated).
+// ---------------------------------------------------------------------------------------------
+
+/// The validated configuration the runtime uses.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP server settings.
+    pub server: ServerConfig,
+    /// Client authentication.
+    pub auth: AuthConfig,
+    /// Logging.
+    pub log: RawLog,
+    /// Upstreams by name.
+    pub providers: BTreeMap<String, ProviderSpec>,
+    /// Public model names → ordered targets.
+    pub models: BTreeMap<String, Vec<Target>>,
+}
+
+/// Validated `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// sled folder.
+    pub data_dir: PathBuf,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Default request deadline.
+    pub request_timeout: Duration,
+}
+
+/// Validated `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Loopback peers may call without a key.
+    pub allow_unauthenticated_loopback: bool,
+    /// Known keys.
+    pub keys: Vec<ApiKeySpec>,
+}
+
+/// A configured client key (hash only).
+#[derive(Debug, Clone)]
+pub struct ApiKeySpec {
+    /// Key id.
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// SHA-256 of the key.
+    pub hash: [u8; 32],
+}
+
+/// Which wire format an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// OpenAI chat completions.
+    OpenAi,
+}
+
+/// A validated upstream.
+#[derive(Debug, Clone)]
+pub struct ProviderSpec {
+    /// Section name.
+    pub name: String,
+    /// Wire format.
+    pub kind: ProviderKind,
+    /// Base URL, without a trailing slash.
+    pub base_url: String,
+    /// Credential, if any.
+    pub api_key: Option<SecretString>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle pooled connections per host.
+    pub pool_idle_per_host: usize,
+}
+
+/// One upstream target of a public model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Provider name.
+    pub provider: String,
+    /// Upstream model name.
+    pub model: String,
+}
+
+impl Config {
+    /// Load from an optional file, the environment and CLI overrides, then validate.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let raw = Self::load_raw(file, overrides)?;
+        Self::from_raw(raw)
+    }
+
+    /// Layer the sources into the raw schema, without semantic checks.
+    pub fn load_raw(file: Option<&Path>, overrides: &Overrides) -> Result<RawConfig, ConfigError> {
+        let mut fig = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Parse(format!(
+                    "config file `{}` does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("SWITCHYARD__").split("__"));
+        if let Some(listen) = overrides.listen {
+            fig = fig.merge(("server.listen", listen.to_string()));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            fig = fig.merge(("server.data_dir", dir.clone()));
+        }
+        fig.extract::<RawConfig>().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| describe_figment_error(&e)).collect();
+            ConfigError::Parse(msgs.join("; "))
+        })
+    }
+
+    /// Check meaning and build runtime types.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
+            ConfigError::invalid(
+                "server.listen",
+                format!("`{}` is not an address like 127.0.0.1:8080", raw.server.listen),
+            )
+        })?;
+        if raw.server.max_body_bytes < 1024 {
+            return Err(ConfigError::invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if raw.server.request_timeout_ms == 0 {
+            return Err(ConfigError::invalid("server.request_timeout_ms", "must be positive"));
+        }
+        let workers = if raw.server.workers == 0 {
+            std::thread::available_parallelism().map_or(2, usize::from)
+        } else {
+            raw.server.workers
+        };
+        let server = ServerConfig {
+            listen,
+            data_dir: raw.server.data_dir,
+            workers,
+            max_body_bytes: raw.server.max_body_bytes,
+            request_timeout: Duration::from_millis(raw.server.request_timeout_ms),
+        };
+
+        let mut keys = Vec::with_capacity(raw.auth.keys.len());
+        for (i, k) in raw.auth.keys.iter().enumerate() {
+            let path = format!("auth.keys[{i}]");
+            if k.id.trim().is_empty() {
+                return Err(ConfigError::invalid(format!("{path}.id"), "must not be empty"));
+            }
+            let hash = parse_key_hash(&k.hash)
+                .ok_or_else(|| ConfigError::invalid(format!("{path}.hash"), "expected `sha256:` followed by 64 hex digits (see `switchyard hash-key`)"))?;
+            if keys.iter().any(|o: &ApiKeySpec| o.id == k.id) {
+                return Err(ConfigError::invalid(format!("{path}.id"), format!("duplicate key id `{}`", k.id)));
+            }
+            keys.push(ApiKeySpec {
+                id: k.id.clone(),
+                tenant: k.tenant.clone().unwrap_or_else(|| k.id.clone()),
+                hash,
+            });
+        }
+        let auth = AuthConfig {
+            allow_unauthenticated_loopback: raw
+                .auth
+                .allow_unauthenticated_loopback
+                .unwrap_or(keys.is_empty()),
+            keys,
+        };
+
+        let mut providers = BTreeMap::new();
+        for (name, p) in &raw.providers {
+            let path = format!("providers.{name}");
+            if !is_valid_name(name) {
+                return Err(ConfigError::invalid(path, "provider names use letters, digits, `-` and `_` only"));
+            }
+            let (kind, http) = match p {
+                RawProvider::OpenAi(h) => (ProviderKind::OpenAi, h),
+            };
+            let base_url = http.base_url.trim_end_matches('/').to_owned();
+            match reqwest::Url::parse(&base_url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.base_url"),
+                        format!("`{}` is not an http(s) URL", http.base_url),
+                    ))
+                }
+            }
+            let api_key = http
+                .api_key
+                .load()
+                .map_err(|e| ConfigError::invalid(format!("{path}.api_key"), e.to_string()))?;
+            providers.insert(
+                name.clone(),
+                ProviderSpec {
+                    name: name.clone(),
+                    kind,
+                    base_url,
+                    api_key,
+                    connect_timeout: Duration::from_millis(http.connect_timeout_ms.max(1)),
+                    pool_idle_per_host: http.pool_idle_per_host,
+                },
+            );
+        }
+
+        let mut models = BTreeMap::new();
+        for (name, m) in &raw.models {
+            let path = format!("models.\"{name}\"");
+            if name.trim().is_empty() {
+                return Err(ConfigError::invalid(path, "model names must not be empty"));
+            }
+            if m.targets.is_empty() {
+                return Err(ConfigError::invalid(format!("{path}.targets"), "needs at least one target"));
+            }
+            let mut targets = Vec::with_capacity(m.targets.len());
+            for (i, t) in m.targets.iter().enumerate() {
+                if !providers.contains_key(&t.provider) {
+                    let known: Vec<&str> = providers.keys().map(String::as_str).collect();
+                    return Err(ConfigError::invalid(
+                        format!("{path}.targets[{i}].provider"),
+                        format!("unknown provider `{}` (configured: {})", t.provider, if known.is_empty() { "none".to_owned() } else { known.join(", ") }),
+                    ));
+                }
+                if t.model.trim().is_empty() {
+                    return Err(ConfigError::invalid(format!("{path}.targets[{i}].model"), "must not be empty"));
+                }
+                targets.push(Target {
+                    provider: t.provider.clone(),
+                    model: t.model.clone(),
+                });
+            }
+            models.insert(name.clone(), targets);
+        }
+
+        Ok(Self {
+            server,
+            auth,
+            log: raw.log,
+            providers,
+            models,
+        })
+    }
+}
+
+fn is_valid_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Parse `sha256:<hex>` into the digest bytes.
+pub fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
+    let hex_part = s.strip_prefix("sha256:")?;
+    let bytes = hex::decode(hex_part).ok()?;
+    bytes.try_into().ok()
+}
+
+/// The `sha256:<hex>` form of a client key, as config stores it.
+pub fn hash_key(key: &str) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(key.as_bytes())))
+}
+
+fn describe_figment_error(e: &figment::Error) -> String {
+    let path = e.path.join(".");
+    let source = e
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(src) => format!(" (from {} {src})", m.name),
+            None => format!(" (from {})", m.name),
+        })
+        .unwrap_or_default();
+    if path.is_empty() {
+        format!("{}{source}", e.kind)
+    } else {
+        format!("`{path}`: {}{source}", e.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("sy-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let file = dir.join("c.toml");
+        std::fs::write(&file, toml_text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let r = Config::load(Some(&file), &Overrides::default());
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+
+    fn err_text(r: Result<Config, ConfigError>) -> String {
+        match r {
+            Ok(_) => "no error".to_owned(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_start_on_loopback_without_keys() -> Result<(), ConfigError> {
+        let c = Config::from_raw(RawConfig::default())?;
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.auth.allow_unauthenticated_loopback);
+        assert!(c.providers.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let t = err_text(parse("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n"));
+        assert!(t.contains("listne"), "{t}");
+        let t = err_text(parse(
+            "[providers.a]\ntype = \"openai\"\nbase_url = \"http://x\"\nbogus = 1\n",
+        ));
+        assert!(t.contains("bogus"), "{t}");
+        let t = err_text(parse("[providers.a]\ntype = \"nope\"\nbase_url = \"http://x\"\n"));
+        assert!(t.contains("nope"), "{t}");
+    }
+
+    #[test]
+    fn semantic_errors_quote_the_key_path() {
+        let t = err_text(parse(
+            "[providers.a]\ntype = \"openai\"\nbase_url = \"http://x/v1\"\n[models.m]\ntargets = [{provider = \"b\", model = \"x\"}]\n",
+        ));
+        assert!(t.contains("models.\"m\".targets[0].provider") && t.contains("unknown provider `b`"), "{t}");
+        let t = err_text(parse("[providers.a]\ntype = \"openai\"\nbase_url = \"ftp://x\"\n"));
+        assert!(t.contains("providers.a.base_url"), "{t}");
+        let t = err_text(parse("[[auth.keys]]\nid = \"k\"\nhash = \"abc\"\n"));
+        assert!(t.contains("auth.keys[0].hash"), "{t}");
+        let t = err_text(parse(
+            "[providers.a]\ntype = \"openai\"\nbase_url = \"http://x\"\napi_key = \"env::SWITCHYARD_TEST_UNSET_KEY_VAR\"\n",
+        ));
+        assert!(t.contains("providers.a.api_key") && t.contains("SWITCHYARD_TEST_UNSET_KEY_VAR"), "{t}");
+    }
+
+    #[test]
+    fn keys_hash_round_trip_and_require_auth() -> Result<(), ConfigError> {
+        let h = hash_key("sk-test");
+        let c = parse(&format!("[[auth.keys]]\nid = \"k1\"\nhash = \"{h}\"\n"))?;
+        assert_eq!(c.auth.keys.len(), 1);
+        assert_eq!(c.auth.keys[0].tenant, "k1");
+        assert!(!c.auth.allow_unauthenticated_loopback);
+        assert_eq!(Some(c.auth.keys[0].hash), parse_key_hash(&h));
+        Ok(())
+    }
+
+    #[test]
+    fn flags_win_over_the_file() -> Result<(), ConfigError> {
+        let dir = std::env::temp_dir().join(format!("sy-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1111\"\n").map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let o = Overrides {
+            listen: "127.0.0.1:2222".parse().ok(),
+            data_dir: Some(PathBuf::from("/tmp/x")),
+        };
+        let c = Config::load(Some(&file), &o)?;
+        assert_eq!(c.server.listen.port(), 2222);
+        assert_eq!(c.server.data_dir, PathBuf::from("/tmp/x"));
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}

@@ -1,0 +1,21 @@
+//! The `switchyard` binary: parse the command line and hand over to the library.
+
+use clap::Parser;
+use switchyard_core::cli::{self, Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let args = Cli::parse();
+    match args.command {
+        Command::Serve { config, listen, data_dir } => {
+            let config = cli::serve_config(config, listen, data_dir)?;
+            switchyard_core::telemetry::init(&config.log);
+            actix_rt::System::new().block_on(async move {
+                let running = switchyard_core::server::start(config).await?;
+                running.wait().await?;
+                anyhow::Ok(())
+            })
+        }
+        Command::CheckConfig { file } => Ok(cli::check_config(&file, &mut std::io::stdout())?),
+        Command::HashKey { generate } => Ok(cli::hash_key_command(generate, &mut std::io::stdin().lock(), &mut std::io::stdout())?),
+    }
+}

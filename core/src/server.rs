@@ -1,0 +1,127 @@
+//! Starting the runtime: storage, the actor system, and the HTTP server, in one function that
+//! `switchyard serve` and the end-to-end tests both call.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix::Addr;
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+
+use crate::api::{self, auth::Authenticator, AppState};
+use crate::config::Config;
+use crate::router::ModelMap;
+use crate::storage::{Storage, StorageError};
+use crate::supervisor::{SuperviseError, Supervisor};
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An actor could not be started.
+    #[error(transparent)]
+    Actors(#[from] SuperviseError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A started runtime.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// Stops the HTTP server.
+    pub handle: ServerHandle,
+    /// The supervisor (tests inspect actors through it).
+    pub supervisor: Addr<Supervisor>,
+    /// The shared state.
+    pub state: web::Data<AppState>,
+    server: actix_web::dev::Server,
+}
+
+impl Running {
+    /// Serve until the server stops (signal or [`ServerHandle::stop`]).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    /// Serve in the background on the current actix system; returns the control handle.
+    pub fn spawn(self) -> (SocketAddr, ServerHandle, web::Data<AppState>) {
+        let Self {
+            addr, handle, server, state, ..
+        } = self;
+        actix_rt::spawn(server);
+        (addr, handle, state)
+    }
+}
+
+/// Open storage, start the actors and bind the HTTP server. Must run inside an actix system.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let storage = Storage::open(&config.server.data_dir)?;
+    let (supervisor, registry) = Supervisor::start(&config)?;
+    let models = Arc::new(ModelMap::new(&config, &registry));
+    let auth = Arc::new(Authenticator::new(&config.auth));
+    let workers = config.server.workers;
+    let listen = config.server.listen;
+    let state = web::Data::new(AppState {
+        config: Arc::new(config),
+        models,
+        auth,
+        supervisor: supervisor.clone(),
+        storage,
+        started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    });
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .wrap_fn(api::with_request_id)
+            .configure(api::configure)
+    })
+    .workers(workers)
+    .tcp_nodelay(true)
+    .shutdown_timeout(30)
+    .listen(listener)
+    .map_err(|source| StartError::Bind { addr: listen, source })?
+    .run();
+    let handle = server.handle();
+    log_summary(&state, addr);
+    Ok(Running {
+        addr,
+        handle,
+        supervisor,
+        state,
+        server,
+    })
+}
+
+fn log_summary(state: &AppState, addr: SocketAddr) {
+    let c = &state.config;
+    let providers: Vec<String> = c.providers.values().map(|p| format!("{} ({})", p.name, p.base_url)).collect();
+    tracing::info!(
+        listen = %addr,
+        data_dir = %state.storage.path().display(),
+        workers = c.server.workers,
+        "switchyard serving OpenAI-compatible API at http://{addr}/v1"
+    );
+    tracing::info!(
+        providers = %if providers.is_empty() { "none".to_owned() } else { providers.join(", ") },
+        models = %if c.models.is_empty() { "none".to_owned() } else { c.models.keys().cloned().collect::<Vec<_>>().join(", ") },
+        "upstreams"
+    );
+    tracing::info!(
+        keys = c.auth.keys.len(),
+        unauthenticated_loopback = c.auth.allow_unauthenticated_loopback,
+        "authentication"
+    );
+}
