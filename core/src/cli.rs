@@ -46,7 +46,11 @@ pub enum Command {
 }
 
 /// Load config for `serve`.
-pub fn serve_config(config: Option<PathBuf>, listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> Result<Config, ConfigError> {
+pub fn serve_config(
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+) -> Result<Config, ConfigError> {
     Config::load(config.as_deref(), &Overrides { listen, data_dir })
 }
 
@@ -59,19 +63,36 @@ pub fn check_config(file: &std::path::Path, out: &mut impl Write) -> Result<(), 
     w(out, format!("{}: ok", file.display()));
     w(out, format!("  listen: {}", c.server.listen));
     w(out, format!("  data_dir: {}", c.server.data_dir.display()));
-    w(out, format!("  keys: {} (unauthenticated loopback: {})", c.auth.keys.len(), c.auth.allow_unauthenticated_loopback));
+    w(
+        out,
+        format!(
+            "  keys: {} (unauthenticated loopback: {})",
+            c.auth.keys.len(),
+            c.auth.allow_unauthenticated_loopback
+        ),
+    );
     for p in c.providers.values() {
-        w(out, format!("  provider {}: {:?} at {}", p.name, p.kind, p.base_url));
+        w(
+            out,
+            format!("  provider {}: {:?} at {}", p.name, p.kind, p.base_url),
+        );
     }
     for (name, targets) in &c.models {
-        let chain: Vec<String> = targets.iter().map(|t| format!("{}/{}", t.provider, t.model)).collect();
+        let chain: Vec<String> = targets
+            .iter()
+            .map(|t| format!("{}/{}", t.provider, t.model))
+            .collect();
         w(out, format!("  model {name}: {}", chain.join(" -> ")));
     }
     Ok(())
 }
 
 /// `hash-key`: hash a key from `input`, or generate one.
-pub fn hash_key_command(generate: bool, input: &mut impl BufRead, out: &mut impl Write) -> std::io::Result<()> {
+pub fn hash_key_command(
+    generate: bool,
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     if generate {
         use rand::RngCore;
         let mut raw = [0u8; 24];
@@ -85,7 +106,10 @@ pub fn hash_key_command(generate: bool, input: &mut impl BufRead, out: &mut impl
     input.read_line(&mut line)?;
     let key = line.trim();
     if key.is_empty() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no key on standard input"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no key on standard input",
+        ));
     }
     writeln!(out, "{}", hash_key(key))
 }

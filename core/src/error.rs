@@ -110,27 +110,61 @@ impl ApiError {
     /// Status, OpenAI `type` and `code`: the one table.
     pub fn descriptor(&self) -> (StatusCode, &'static str, Option<&'static str>) {
         match self {
-            Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", Some("invalid_json")),
-            Self::InvalidParam { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", Some("invalid_value")),
-            Self::PayloadTooLarge { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("payload_too_large"))
-            }
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "invalid_request_error", Some("invalid_api_key")),
-            Self::ModelNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found")),
-            Self::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "invalid_request_error", Some("unknown_url")),
-            Self::RateLimited { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded"))
-            }
+            Self::InvalidJson(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("invalid_json"),
+            ),
+            Self::InvalidParam { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("invalid_value"),
+            ),
+            Self::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                Some("payload_too_large"),
+            ),
+            Self::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+            ),
+            Self::ModelNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("model_not_found"),
+            ),
+            Self::RouteNotFound { .. } => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("unknown_url"),
+            ),
+            Self::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+            ),
             Self::UpstreamRejected { status, .. } => (
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
                 "invalid_request_error",
                 Some("upstream_rejected"),
             ),
-            Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "upstream_error", Some("bad_gateway")),
-            Self::Unavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "upstream_error", Some("service_unavailable"))
-            }
-            Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_error", Some("timeout")),
+            Self::BadGateway(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                Some("bad_gateway"),
+            ),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                Some("service_unavailable"),
+            ),
+            Self::Timeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                Some("timeout"),
+            ),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
         }
     }
@@ -210,6 +244,9 @@ mod tests {
         };
         let r = e.error_response();
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("2"));
+        assert_eq!(
+            r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
     }
 }

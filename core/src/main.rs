@@ -6,7 +6,11 @@ use switchyard_core::cli::{self, Cli, Command};
 fn main() -> anyhow::Result<()> {
     let args = Cli::parse();
     match args.command {
-        Command::Serve { config, listen, data_dir } => {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => {
             let config = cli::serve_config(config, listen, data_dir)?;
             switchyard_core::telemetry::init(&config.log);
             actix_rt::System::new().block_on(async move {
@@ -16,6 +20,10 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::CheckConfig { file } => Ok(cli::check_config(&file, &mut std::io::stdout())?),
-        Command::HashKey { generate } => Ok(cli::hash_key_command(generate, &mut std::io::stdin().lock(), &mut std::io::stdout())?),
+        Command::HashKey { generate } => Ok(cli::hash_key_command(
+            generate,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout(),
+        )?),
     }
 }

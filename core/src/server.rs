@@ -56,7 +56,11 @@ impl Running {
     /// Serve in the background on the current actix system; returns the control handle.
     pub fn spawn(self) -> (SocketAddr, ServerHandle, web::Data<AppState>) {
         let Self {
-            addr, handle, server, state, ..
+            addr,
+            handle,
+            server,
+            state,
+            ..
         } = self;
         actix_rt::spawn(server);
         (addr, handle, state)
@@ -77,10 +81,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         auth,
         supervisor: supervisor.clone(),
         storage,
-        started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        started_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     });
-    let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -92,7 +104,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     .tcp_nodelay(true)
     .shutdown_timeout(30)
     .listen(listener)
-    .map_err(|source| StartError::Bind { addr: listen, source })?
+    .map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?
     .run();
     let handle = server.handle();
     log_summary(&state, addr);
@@ -107,7 +122,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
 fn log_summary(state: &AppState, addr: SocketAddr) {
     let c = &state.config;
-    let providers: Vec<String> = c.providers.values().map(|p| format!("{} ({})", p.name, p.base_url)).collect();
+    let providers: Vec<String> = c
+        .providers
+        .values()
+        .map(|p| format!("{} ({})", p.name, p.base_url))
+        .collect();
     tracing::info!(
         listen = %addr,
         data_dir = %state.storage.path().display(),

@@ -48,7 +48,8 @@ impl Supervisor {
             let spec = Arc::new(spec.clone());
             let stats = Arc::new(ProviderStats::default());
             let actor = ProviderActor::new(spec, stats)?;
-            let addr = actix::Supervisor::start_in_arbiter(&provider_arbiter.handle(), move |_| actor);
+            let addr =
+                actix::Supervisor::start_in_arbiter(&provider_arbiter.handle(), move |_| actor);
             registry.providers.insert(name.clone(), addr);
         }
         let sup = Self {
@@ -63,7 +64,10 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Self::Context) {
-        tracing::debug!(providers = self.registry.providers.len(), "supervisor started");
+        tracing::debug!(
+            providers = self.registry.providers.len(),
+            "supervisor started"
+        );
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -89,10 +93,16 @@ impl Handler<CheckHealth> for Supervisor {
     type Result = ResponseFuture<SystemHealth>;
 
     fn handle(&mut self, _: CheckHealth, _: &mut Self::Context) -> Self::Result {
-        let providers: Vec<(String, Addr<ProviderActor>)> =
-            self.registry.providers.iter().map(|(n, a)| (n.clone(), a.clone())).collect();
+        let providers: Vec<(String, Addr<ProviderActor>)> = self
+            .registry
+            .providers
+            .iter()
+            .map(|(n, a)| (n.clone(), a.clone()))
+            .collect();
         Box::pin(async move {
-            let asks = providers.iter().map(|(_, a)| a.send(GetHealth).timeout(Duration::from_secs(2)));
+            let asks = providers
+                .iter()
+                .map(|(_, a)| a.send(GetHealth).timeout(Duration::from_secs(2)));
             let answers = join_all(asks).await;
             let mut actors_ok = true;
             let mut out = Vec::with_capacity(answers.len());

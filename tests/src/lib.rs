@@ -5,4 +5,6 @@
 //! connection resets, truncated streams, malformed JSON). It is fast enough to be the upstream
 //! in load benchmarks.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod mock;

@@ -50,7 +50,8 @@ impl Authenticator {
 
     /// Identify the caller from `Authorization: Bearer` or `x-api-key`.
     pub fn authenticate(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
-        let open_loopback = self.allow_loopback && req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+        let open_loopback =
+            self.allow_loopback && req.peer_addr().is_some_and(|a| a.ip().is_loopback());
         let anonymous = || Principal {
             key_id: None,
             tenant: LOCAL_TENANT.to_owned(),
@@ -64,7 +65,8 @@ impl Authenticator {
                     // loopback, whatever they send is as good as none.
                     None if open_loopback && self.by_hash.is_empty() => Ok(anonymous()),
                     None => Err(ApiError::Unauthorized(
-                        "Incorrect API key provided. Keys are configured in [auth.keys].".to_owned(),
+                        "Incorrect API key provided. Keys are configured in [auth.keys]."
+                            .to_owned(),
                     )),
                 }
             }
@@ -78,7 +80,10 @@ impl Authenticator {
 
 fn presented_key(req: &HttpRequest) -> Option<&str> {
     let h = req.headers();
-    if let Some(v) = h.get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = h
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
         let token = v
             .strip_prefix("Bearer ")
@@ -89,5 +94,8 @@ fn presented_key(req: &HttpRequest) -> Option<&str> {
             return Some(token);
         }
     }
-    h.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    h.get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }

@@ -9,7 +9,11 @@ use crate::error::ApiError;
 
 /// Read the whole body, refusing more than `limit` bytes (early, from `Content-Length`, when
 /// the client declares it).
-pub async fn read_limited(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<BytesMut, ApiError> {
+pub async fn read_limited(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<BytesMut, ApiError> {
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -20,7 +24,8 @@ pub async fn read_limited(req: &HttpRequest, mut payload: web::Payload, limit: u
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::InvalidJson(format!("could not read the body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::InvalidJson(format!("could not read the body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
@@ -61,16 +66,22 @@ mod tests {
 
     #[test]
     fn errors_name_the_parameter() {
-        let e = parse_json::<ChatRequest>(br#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#).err();
+        let e = parse_json::<ChatRequest>(
+            br#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#,
+        )
+        .err();
         match e {
             Some(ApiError::InvalidParam { param, message }) => {
                 assert_eq!(param.as_deref(), Some("messages[0].role"));
                 assert!(message.contains("robot"), "{message}");
             }
-            other => assert!(false, "unexpected {other:?}"),
+            other => panic!("unexpected {other:?}"),
         }
-        let e = parse_json::<ChatRequest>(br#"{"model":"m","messages":[],"temperature":"hot"}"#).err();
-        assert!(matches!(e, Some(ApiError::InvalidParam { param: Some(p), .. }) if p == "temperature"));
+        let e =
+            parse_json::<ChatRequest>(br#"{"model":"m","messages":[],"temperature":"hot"}"#).err();
+        assert!(
+            matches!(e, Some(ApiError::InvalidParam { param: Some(p), .. }) if p == "temperature")
+        );
         let e = parse_json::<ChatRequest>(br#"{"model": "m", "#).err();
         assert!(matches!(e, Some(ApiError::InvalidJson(_))));
         let e = parse_json::<ChatRequest>(b"").err();

@@ -19,7 +19,10 @@ pub fn validate(req: &ChatRequest) -> Result<(), ApiError> {
         return Err(ApiError::param("model", "'model' must not be empty."));
     }
     if req.messages.is_empty() {
-        return Err(ApiError::param("messages", "'messages' must contain at least one message."));
+        return Err(ApiError::param(
+            "messages",
+            "'messages' must contain at least one message.",
+        ));
     }
     for (i, m) in req.messages.iter().enumerate() {
         let has_content = m.content.as_ref().is_some_and(|c| !c.is_empty());
@@ -28,7 +31,9 @@ pub fn validate(req: &ChatRequest) -> Result<(), ApiError> {
                 if !has_content && m.tool_calls.as_ref().is_none_or(Vec::is_empty) {
                     return Err(ApiError::param(
                         format!("messages[{i}].content"),
-                        format!("messages[{i}]: an assistant message needs 'content' or 'tool_calls'."),
+                        format!(
+                            "messages[{i}]: an assistant message needs 'content' or 'tool_calls'."
+                        ),
                     ));
                 }
             }
@@ -52,7 +57,10 @@ pub fn validate(req: &ChatRequest) -> Result<(), ApiError> {
     }
     if let Some(t) = req.temperature {
         if !(0.0..=2.0).contains(&t) {
-            return Err(ApiError::param("temperature", format!("{t} is not in [0, 2].")));
+            return Err(ApiError::param(
+                "temperature",
+                format!("{t} is not in [0, 2]."),
+            ));
         }
     }
     if let Some(p) = req.top_p {
@@ -65,14 +73,23 @@ pub fn validate(req: &ChatRequest) -> Result<(), ApiError> {
             return Err(ApiError::param("n", format!("{n} is not in [1, 128].")));
         }
     }
-    for (name, v) in [("max_tokens", req.max_tokens), ("max_completion_tokens", req.max_completion_tokens)] {
+    for (name, v) in [
+        ("max_tokens", req.max_tokens),
+        ("max_completion_tokens", req.max_completion_tokens),
+    ] {
         if v == Some(0) {
-            return Err(ApiError::param(name, format!("'{name}' must be at least 1.")));
+            return Err(ApiError::param(
+                name,
+                format!("'{name}' must be at least 1."),
+            ));
         }
     }
     if let Some(Stop::Many(v)) = &req.stop {
         if v.len() > 4 {
-            return Err(ApiError::param("stop", "at most 4 stop sequences are allowed."));
+            return Err(ApiError::param(
+                "stop",
+                "at most 4 stop sequences are allowed.",
+            ));
         }
     }
     Ok(())
@@ -88,7 +105,12 @@ pub fn deadline(req: &HttpRequest, default: Duration) -> Result<Instant, ApiErro
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .filter(|ms| *ms > 0)
-                .ok_or_else(|| ApiError::param(TIMEOUT_HEADER, format!("'{TIMEOUT_HEADER}' must be a positive number of milliseconds.")))?;
+                .ok_or_else(|| {
+                    ApiError::param(
+                        TIMEOUT_HEADER,
+                        format!("'{TIMEOUT_HEADER}' must be a positive number of milliseconds."),
+                    )
+                })?;
             Duration::from_millis(ms)
         }
     };
@@ -105,7 +127,11 @@ fn served_headers(resp: &mut actix_web::HttpResponseBuilder, served: &Served) {
 
 /// Handle a chat completion.
 #[tracing::instrument(skip_all, fields(model, stream, provider))]
-pub async fn completions(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn completions(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let _principal = state.auth.authenticate(&req)?;
     let body = read_limited(&req, payload, state.config.server.max_body_bytes).await?;
     let chat: ChatRequest = parse_json(&body)?;

@@ -15,7 +15,11 @@ pub async fn healthz() -> HttpResponse {
 
 /// `GET /readyz`: actors answer and storage reads; upstream health is reported in detail.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let health = state.supervisor.send(CheckHealth).timeout(Duration::from_secs(3)).await;
+    let health = state
+        .supervisor
+        .send(CheckHealth)
+        .timeout(Duration::from_secs(3))
+        .await;
     let storage_ok = state.storage.is_healthy();
     match health {
         Ok(h) => {

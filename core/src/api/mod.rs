@@ -16,7 +16,6 @@ use actix::Addr;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use futures_util::future::{ready, Either, Ready};
 use tracing::Instrument;
 
 use crate::config::Config;
@@ -82,17 +81,15 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
 
 fn valid_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
-    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())).then(|| s.to_owned())
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| s.to_owned())
 }
 
 /// Middleware body: assign the request id, open the request span, echo the id back.
 pub fn with_request_id<S, B>(
     req: ServiceRequest,
     srv: &S,
-) -> Either<
-    impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
-    Ready<Result<ServiceResponse<B>, actix_web::Error>>,
->
+) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
 {
@@ -101,27 +98,27 @@ where
         .get(REQUEST_ID)
         .and_then(valid_request_id)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let span = tracing::info_span!("http", request_id = %id, method = %req.method(), path = %req.path());
-    req.extensions_mut().insert(RequestId(id.clone()));
+    let span =
+        tracing::info_span!("http", request_id = %id, method = %req.method(), path = %req.path());
+    let header_value = HeaderValue::from_str(&id).ok();
+    req.extensions_mut().insert(RequestId(id));
     let fut = {
         let _g = span.enter();
         srv.call(req)
     };
-    let Ok(header_value) = HeaderValue::from_str(&id) else {
-        return Either::Right(ready(Err(actix_web::error::ErrorInternalServerError("bad request id"))));
-    };
-    Either::Left(
-        async move {
-            let mut res = fut.await?;
-            res.headers_mut().insert(HeaderName::from_static(REQUEST_ID), header_value);
-            let status = res.status();
-            if status.is_server_error() {
-                tracing::warn!(status = status.as_u16(), "request failed");
-            } else {
-                tracing::debug!(status = status.as_u16(), "request done");
-            }
-            Ok(res)
+    async move {
+        let mut res = fut.await?;
+        if let Some(v) = header_value {
+            res.headers_mut()
+                .insert(HeaderName::from_static(REQUEST_ID), v);
         }
-        .instrument(span),
-    )
+        let status = res.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), "request done");
+        }
+        Ok(res)
+    }
+    .instrument(span)
 }

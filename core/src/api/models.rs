@@ -32,12 +32,24 @@ fn object<'a>(state: &AppState, id: &'a str) -> ModelObject<'a> {
 /// List the public model names.
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     state.auth.authenticate(&req)?;
-    let data = state.models.names().iter().map(|n| object(&state, n)).collect();
-    Ok(HttpResponse::Ok().json(ModelList { object: "list", data }))
+    let data = state
+        .models
+        .names()
+        .iter()
+        .map(|n| object(&state, n))
+        .collect();
+    Ok(HttpResponse::Ok().json(ModelList {
+        object: "list",
+        data,
+    }))
 }
 
 /// Describe one model (configured name, or `provider/model`).
-pub async fn retrieve(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn retrieve(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     state.auth.authenticate(&req)?;
     state.models.resolve(&id)?;
     Ok(HttpResponse::Ok().json(object(&state, &id)))

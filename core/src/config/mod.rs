@@ -363,14 +363,23 @@ impl Config {
         let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
             ConfigError::invalid(
                 "server.listen",
-                format!("`{}` is not an address like 127.0.0.1:8080", raw.server.listen),
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    raw.server.listen
+                ),
             )
         })?;
         if raw.server.max_body_bytes < 1024 {
-            return Err(ConfigError::invalid("server.max_body_bytes", "must be at least 1024"));
+            return Err(ConfigError::invalid(
+                "server.max_body_bytes",
+                "must be at least 1024",
+            ));
         }
         if raw.server.request_timeout_ms == 0 {
-            return Err(ConfigError::invalid("server.request_timeout_ms", "must be positive"));
+            return Err(ConfigError::invalid(
+                "server.request_timeout_ms",
+                "must be positive",
+            ));
         }
         let workers = if raw.server.workers == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
@@ -389,12 +398,22 @@ impl Config {
         for (i, k) in raw.auth.keys.iter().enumerate() {
             let path = format!("auth.keys[{i}]");
             if k.id.trim().is_empty() {
-                return Err(ConfigError::invalid(format!("{path}.id"), "must not be empty"));
+                return Err(ConfigError::invalid(
+                    format!("{path}.id"),
+                    "must not be empty",
+                ));
             }
-            let hash = parse_key_hash(&k.hash)
-                .ok_or_else(|| ConfigError::invalid(format!("{path}.hash"), "expected `sha256:` followed by 64 hex digits (see `switchyard hash-key`)"))?;
+            let hash = parse_key_hash(&k.hash).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{path}.hash"),
+                    "expected `sha256:` followed by 64 hex digits (see `switchyard hash-key`)",
+                )
+            })?;
             if keys.iter().any(|o: &ApiKeySpec| o.id == k.id) {
-                return Err(ConfigError::invalid(format!("{path}.id"), format!("duplicate key id `{}`", k.id)));
+                return Err(ConfigError::invalid(
+                    format!("{path}.id"),
+                    format!("duplicate key id `{}`", k.id),
+                ));
             }
             keys.push(ApiKeySpec {
                 id: k.id.clone(),
@@ -414,7 +433,10 @@ impl Config {
         for (name, p) in &raw.providers {
             let path = format!("providers.{name}");
             if !is_valid_name(name) {
-                return Err(ConfigError::invalid(path, "provider names use letters, digits, `-` and `_` only"));
+                return Err(ConfigError::invalid(
+                    path,
+                    "provider names use letters, digits, `-` and `_` only",
+                ));
             }
             let (kind, http) = match p {
                 RawProvider::OpenAi(h) => (ProviderKind::OpenAi, h),
@@ -453,7 +475,10 @@ impl Config {
                 return Err(ConfigError::invalid(path, "model names must not be empty"));
             }
             if m.targets.is_empty() {
-                return Err(ConfigError::invalid(format!("{path}.targets"), "needs at least one target"));
+                return Err(ConfigError::invalid(
+                    format!("{path}.targets"),
+                    "needs at least one target",
+                ));
             }
             let mut targets = Vec::with_capacity(m.targets.len());
             for (i, t) in m.targets.iter().enumerate() {
@@ -461,11 +486,22 @@ impl Config {
                     let known: Vec<&str> = providers.keys().map(String::as_str).collect();
                     return Err(ConfigError::invalid(
                         format!("{path}.targets[{i}].provider"),
-                        format!("unknown provider `{}` (configured: {})", t.provider, if known.is_empty() { "none".to_owned() } else { known.join(", ") }),
+                        format!(
+                            "unknown provider `{}` (configured: {})",
+                            t.provider,
+                            if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
                     ));
                 }
                 if t.model.trim().is_empty() {
-                    return Err(ConfigError::invalid(format!("{path}.targets[{i}].model"), "must not be empty"));
+                    return Err(ConfigError::invalid(
+                        format!("{path}.targets[{i}].model"),
+                        "must not be empty",
+                    ));
                 }
                 targets.push(Target {
                     provider: t.provider.clone(),
@@ -486,7 +522,9 @@ impl Config {
 }
 
 fn is_valid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Parse `sha256:<hex>` into the digest bytes.
@@ -499,7 +537,10 @@ pub fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
 /// The `sha256:<hex>` form of a client key, as config stores it.
 pub fn hash_key(key: &str) -> String {
     use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(key.as_bytes())))
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(key.as_bytes()))
+    )
 }
 
 fn describe_figment_error(e: &figment::Error) -> String {
@@ -557,7 +598,9 @@ mod tests {
             "[providers.a]\ntype = \"openai\"\nbase_url = \"http://x\"\nbogus = 1\n",
         ));
         assert!(t.contains("bogus"), "{t}");
-        let t = err_text(parse("[providers.a]\ntype = \"nope\"\nbase_url = \"http://x\"\n"));
+        let t = err_text(parse(
+            "[providers.a]\ntype = \"nope\"\nbase_url = \"http://x\"\n",
+        ));
         assert!(t.contains("nope"), "{t}");
     }
 
@@ -566,15 +609,23 @@ mod tests {
         let t = err_text(parse(
             "[providers.a]\ntype = \"openai\"\nbase_url = \"http://x/v1\"\n[models.m]\ntargets = [{provider = \"b\", model = \"x\"}]\n",
         ));
-        assert!(t.contains("models.\"m\".targets[0].provider") && t.contains("unknown provider `b`"), "{t}");
-        let t = err_text(parse("[providers.a]\ntype = \"openai\"\nbase_url = \"ftp://x\"\n"));
+        assert!(
+            t.contains("models.\"m\".targets[0].provider") && t.contains("unknown provider `b`"),
+            "{t}"
+        );
+        let t = err_text(parse(
+            "[providers.a]\ntype = \"openai\"\nbase_url = \"ftp://x\"\n",
+        ));
         assert!(t.contains("providers.a.base_url"), "{t}");
         let t = err_text(parse("[[auth.keys]]\nid = \"k\"\nhash = \"abc\"\n"));
         assert!(t.contains("auth.keys[0].hash"), "{t}");
         let t = err_text(parse(
             "[providers.a]\ntype = \"openai\"\nbase_url = \"http://x\"\napi_key = \"env::SWITCHYARD_TEST_UNSET_KEY_VAR\"\n",
         ));
-        assert!(t.contains("providers.a.api_key") && t.contains("SWITCHYARD_TEST_UNSET_KEY_VAR"), "{t}");
+        assert!(
+            t.contains("providers.a.api_key") && t.contains("SWITCHYARD_TEST_UNSET_KEY_VAR"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -593,7 +644,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sy-cfg-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).map_err(|e| ConfigError::Parse(e.to_string()))?;
         let file = dir.join("c.toml");
-        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1111\"\n").map_err(|e| ConfigError::Parse(e.to_string()))?;
+        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1111\"\n")
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
         let o = Overrides {
             listen: "127.0.0.1:2222".parse().ok(),
             data_dir: Some(PathBuf::from("/tmp/x")),

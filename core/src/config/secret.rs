@@ -69,7 +69,11 @@ impl SecretLocation {
                 .map(|v| Some(SecretString::from(v)))
                 .map_err(|_| SecretError::MissingEnv(name.clone())),
             Self::File(path) => std::fs::read_to_string(path)
-                .map(|v| Some(SecretString::from(v.trim_end_matches(['\n', '\r']).to_owned())))
+                .map(|v| {
+                    Some(SecretString::from(
+                        v.trim_end_matches(['\n', '\r']).to_owned(),
+                    ))
+                })
                 .map_err(|e| SecretError::File {
                     path: path.clone(),
                     reason: e.kind().to_string(),
@@ -114,8 +118,14 @@ mod tests {
 
     #[test]
     fn parses_locations_and_never_echoes_inline_secrets() {
-        assert_eq!(SecretLocation::parse("env::X"), Ok(SecretLocation::Env("X".into())));
-        assert_eq!(SecretLocation::parse("file::/a/b"), Ok(SecretLocation::File("/a/b".into())));
+        assert_eq!(
+            SecretLocation::parse("env::X"),
+            Ok(SecretLocation::Env("X".into()))
+        );
+        assert_eq!(
+            SecretLocation::parse("file::/a/b"),
+            Ok(SecretLocation::File("/a/b".into()))
+        );
         assert_eq!(SecretLocation::parse("none"), Ok(SecretLocation::None));
         let err = SecretLocation::parse("sk-live-1234567890abcdef").err();
         let shown = err.map(|e| e.to_string()).unwrap_or_default();
@@ -128,7 +138,9 @@ mod tests {
         let loc = SecretLocation::Env("SWITCHYARD_TEST_SURELY_UNSET_VAR".into());
         assert_eq!(
             loc.load().err(),
-            Some(SecretError::MissingEnv("SWITCHYARD_TEST_SURELY_UNSET_VAR".into()))
+            Some(SecretError::MissingEnv(
+                "SWITCHYARD_TEST_SURELY_UNSET_VAR".into()
+            ))
         );
     }
 }

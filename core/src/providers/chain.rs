@@ -66,7 +66,11 @@ fn report(route: &Route, result: &Result<(), &ProviderError>) {
 }
 
 /// Run a non-streamed request along the chain.
-pub async fn complete(routes: &[Route], req: &ChatRequest, deadline: Instant) -> Result<(ChatResponse, Served), ApiError> {
+pub async fn complete(
+    routes: &[Route],
+    req: &ChatRequest,
+    deadline: Instant,
+) -> Result<(ChatResponse, Served), ApiError> {
     let mut errors = Vec::new();
     for (i, route) in routes.iter().enumerate() {
         let result = match acquire(route).await {
@@ -89,7 +93,8 @@ pub async fn complete(routes: &[Route], req: &ChatRequest, deadline: Instant) ->
                     return Err(e.into_api_error());
                 }
                 tracing::warn!(provider = %route.provider, error = %e, "upstream failed; trying next target");
-                let timed_out = matches!(e, ProviderError::Timeout { .. }) || Instant::now() >= deadline;
+                let timed_out =
+                    matches!(e, ProviderError::Timeout { .. }) || Instant::now() >= deadline;
                 errors.push(e);
                 if timed_out {
                     break;
@@ -101,7 +106,11 @@ pub async fn complete(routes: &[Route], req: &ChatRequest, deadline: Instant) ->
 }
 
 /// Run a streamed request along the chain until one target yields its first chunk.
-pub async fn stream(routes: &[Route], req: &ChatRequest, deadline: Instant) -> Result<StreamStart, ApiError> {
+pub async fn stream(
+    routes: &[Route],
+    req: &ChatRequest,
+    deadline: Instant,
+) -> Result<StreamStart, ApiError> {
     let mut errors = Vec::new();
     for (i, route) in routes.iter().enumerate() {
         let attempt = async {
@@ -139,7 +148,8 @@ pub async fn stream(routes: &[Route], req: &ChatRequest, deadline: Instant) -> R
                     return Err(e.into_api_error());
                 }
                 tracing::warn!(provider = %route.provider, error = %e, "upstream stream failed before the first chunk; trying next target");
-                let timed_out = matches!(e, ProviderError::Timeout { .. }) || Instant::now() >= deadline;
+                let timed_out =
+                    matches!(e, ProviderError::Timeout { .. }) || Instant::now() >= deadline;
                 errors.push(e);
                 if timed_out {
                     break;

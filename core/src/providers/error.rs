@@ -86,10 +86,15 @@ impl ProviderError {
                 retry_after,
             },
             Self::Status { status, .. } if matches!(status, 400 | 413 | 422) => {
-                ApiError::UpstreamRejected { status, message: text }
+                ApiError::UpstreamRejected {
+                    status,
+                    message: text,
+                }
             }
             Self::Status { status: 408, .. } | Self::Timeout { .. } => ApiError::Timeout(text),
-            Self::Status { .. } | Self::Decode { .. } | Self::Stream { .. } => ApiError::BadGateway(text),
+            Self::Status { .. } | Self::Decode { .. } | Self::Stream { .. } => {
+                ApiError::BadGateway(text)
+            }
             Self::Connect { .. } | Self::Unavailable { .. } => ApiError::Unavailable(text),
         }
     }
@@ -106,7 +111,11 @@ impl ProviderError {
         let text = format!(
             "all {} upstreams failed: {}",
             errors.len(),
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         );
         let all = |f: fn(&ProviderError) -> bool| errors.iter().all(f);
         if all(|e| matches!(e, Self::Status { status: 429, .. })) {

@@ -48,7 +48,12 @@ pub struct Lease {
 
 impl Lease {
     /// Non-streamed chat completion in this upstream's wire format.
-    pub async fn chat(&self, model: &str, req: &ChatRequest, deadline: Instant) -> Result<ChatResponse, ProviderError> {
+    pub async fn chat(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+        deadline: Instant,
+    ) -> Result<ChatResponse, ProviderError> {
         match self.spec.kind {
             ProviderKind::OpenAi => openai::chat(self, model, req, deadline).await,
         }
@@ -168,7 +173,9 @@ impl Supervised for ProviderActor {
         // A fresh pool: whatever broke may have been in the connections.
         match build_client(&self.spec) {
             Ok(c) => self.client = c,
-            Err(e) => tracing::error!(provider = %self.spec.name, error = %e, "keeping old HTTP client"),
+            Err(e) => {
+                tracing::error!(provider = %self.spec.name, error = %e, "keeping old HTTP client")
+            }
         }
         tracing::warn!(provider = %self.spec.name, "provider actor restarted by its supervisor");
     }

@@ -73,7 +73,6 @@ pub(crate) fn transport_error(provider: &str, e: &reqwest::Error) -> ProviderErr
     }
 }
 
-
 fn source_chain(e: &reqwest::Error) -> String {
     use std::error::Error as _;
     let mut parts = Vec::new();
@@ -123,17 +122,32 @@ pub(crate) async fn status_error(provider: &str, resp: reqwest::Response) -> Pro
 /// `Retry-After` as seconds (the HTTP-date form is rare from APIs and treated as absent), or
 /// OpenAI's `retry-after-ms`.
 pub(crate) fn parse_retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
-    if let Some(ms) = h.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok()) {
+    if let Some(ms) = h
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
         if ms.is_finite() && ms >= 0.0 {
             return Some(Duration::from_secs_f64(ms / 1000.0));
         }
     }
-    let secs = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<f64>().ok()?;
+    let secs = h
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()?;
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
 }
 
 /// One non-streamed call.
-pub async fn chat(lease: &Lease, model: &str, req: &ChatRequest, deadline: Instant) -> Result<ChatResponse, ProviderError> {
+pub async fn chat(
+    lease: &Lease,
+    model: &str,
+    req: &ChatRequest,
+    deadline: Instant,
+) -> Result<ChatResponse, ProviderError> {
     let name = lease.spec.name.as_str();
     let left = remaining(name, deadline)?;
     let resp = request(lease, model, req, false)

@@ -21,7 +21,9 @@ pub enum StorageError {
         message: String,
     },
     /// The folder was written by a newer Switchyard.
-    #[error("storage at `{path}` has schema version {found}, newer than this build's {SCHEMA_VERSION}")]
+    #[error(
+        "storage at `{path}` has schema version {found}, newer than this build's {SCHEMA_VERSION}"
+    )]
     TooNew {
         /// The data folder.
         path: PathBuf,
@@ -66,7 +68,8 @@ impl Storage {
                 }
             }
             None => {
-                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()).map_err(|e| err(&e))?;
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(|e| err(&e))?;
                 db.flush().map_err(|e| err(&e))?;
             }
         }
@@ -83,7 +86,10 @@ impl Storage {
 
     /// Whether the store answers reads.
     pub fn is_healthy(&self) -> bool {
-        self.db.open_tree(META_TREE).and_then(|t| t.get(SCHEMA_KEY)).is_ok()
+        self.db
+            .open_tree(META_TREE)
+            .and_then(|t| t.get(SCHEMA_KEY))
+            .is_ok()
     }
 
     /// The underlying database, for the stores built on it.

@@ -34,7 +34,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let faults: FaultRates = match &args.faults {
         Some(s) => serde_json::from_str(s)?,
         None => FaultRates::default(),

@@ -34,14 +34,23 @@ impl Latency {
     /// Parse `250`, `500..10000` or `lognormal:800,8000`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let num = |t: &str| t.trim().parse::<u64>().map_err(|_| format!("bad latency `{s}`"));
+        let num = |t: &str| {
+            t.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("bad latency `{s}`"))
+        };
         if let Some(rest) = s.strip_prefix("lognormal:") {
-            let (m, p) = rest.split_once(',').ok_or_else(|| format!("bad latency `{s}`"))?;
+            let (m, p) = rest
+                .split_once(',')
+                .ok_or_else(|| format!("bad latency `{s}`"))?;
             let (m, p) = (num(m)? as f64, num(p)? as f64);
             if m <= 0.0 || p < m {
                 return Err(format!("bad latency `{s}`: need 0 < median <= p99"));
             }
-            return Ok(Self::LogNormal { median_ms: m, p99_ms: p });
+            return Ok(Self::LogNormal {
+                median_ms: m,
+                p99_ms: p,
+            });
         }
         if let Some((a, b)) = s.split_once("..") {
             let (a, b) = (num(a)?, num(b)?);
@@ -238,6 +247,9 @@ pub struct RequestKnobs {
     /// Leave `usage` out of the answer (as some servers do).
     #[serde(default)]
     pub omit_usage: bool,
+    /// Reply with the request body exactly as received (to check pass-through).
+    #[serde(default)]
+    pub echo: bool,
 }
 
 #[cfg(test)]
@@ -269,7 +281,9 @@ mod tests {
             status_500: 0.3,
             ..FaultRates::default()
         };
-        let n = (0..10_000).filter(|_| r.pick(&mut rng) == Some(Fault::Status500)).count();
+        let n = (0..10_000)
+            .filter(|_| r.pick(&mut rng) == Some(Fault::Status500))
+            .count();
         assert!((2700..3300).contains(&n), "{n}");
         assert_eq!(FaultRates::default().pick(&mut rng), None);
     }

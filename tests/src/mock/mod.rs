@@ -37,6 +37,7 @@ pub struct Stats {
     ok: AtomicU64,
     streamed: AtomicU64,
     bad_requests: AtomicU64,
+    cancelled: AtomicU64,
     faults: [AtomicU64; 8],
 }
 
@@ -51,6 +52,8 @@ pub struct StatsSnapshot {
     pub streamed: u64,
     /// Rejected as malformed requests (400).
     pub bad_requests: u64,
+    /// Streams the client dropped before their end.
+    pub cancelled: u64,
     /// Faults injected, by kind.
     pub faults: std::collections::BTreeMap<String, u64>,
 }
@@ -89,6 +92,10 @@ impl Stats {
             self.streamed.fetch_add(1, Ordering::Relaxed);
         }
     }
+    /// Count a stream the client dropped.
+    pub fn cancelled(&self) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
     /// Count a 400.
     pub fn bad_request(&self) {
         self.bad_requests.fetch_add(1, Ordering::Relaxed);
@@ -104,15 +111,27 @@ impl Stats {
             ok: self.ok.load(Ordering::Relaxed),
             streamed: self.streamed.load(Ordering::Relaxed),
             bad_requests: self.bad_requests.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
             faults: FAULTS
                 .iter()
-                .map(|f| (fault_name(*f), self.faults[fault_index(*f)].load(Ordering::Relaxed)))
+                .map(|f| {
+                    (
+                        fault_name(*f),
+                        self.faults[fault_index(*f)].load(Ordering::Relaxed),
+                    )
+                })
                 .filter(|(_, n)| *n > 0)
                 .collect(),
         }
     }
     fn reset(&self) {
-        for c in [&self.requests, &self.ok, &self.streamed, &self.bad_requests] {
+        for c in [
+            &self.requests,
+            &self.ok,
+            &self.streamed,
+            &self.bad_requests,
+            &self.cancelled,
+        ] {
             c.store(0, Ordering::Relaxed);
         }
         for c in &self.faults {
@@ -236,13 +255,16 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     let mut r = Response::new(full(bytes));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
 /// A whole body.
 pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never: Infallible| match never {}).boxed()
+    Full::new(b.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 /// An OpenAI-style error body.
@@ -273,14 +295,23 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         (Method::POST, "/_mock/config") => match serde_json::from_slice::<MockConfig>(&body) {
             Ok(c) => {
                 shared.set_config(c);
-                Ok(json_response(StatusCode::OK, &serde_json::to_value(shared.config()).unwrap_or_default()))
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::to_value(shared.config()).unwrap_or_default(),
+                ))
             }
             Err(e) => Ok(openai_error(StatusCode::BAD_REQUEST, &e.to_string())),
         },
         (Method::POST, "/_mock/reset") => {
             shared.stats.reset();
-            Ok(json_response(StatusCode::OK, &serde_json::json!({"reset": true})))
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"reset": true}),
+            ))
         }
-        (_, p) => Ok(openai_error(StatusCode::NOT_FOUND, &format!("no route {p}"))),
+        (_, p) => Ok(openai_error(
+            StatusCode::NOT_FOUND,
+            &format!("no route {p}"),
+        )),
     }
 }

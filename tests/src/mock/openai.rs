@@ -60,9 +60,16 @@ pub fn content_words(content: Option<&Value>) -> Vec<String> {
 /// The reply's words: the scripted reply, or words from the prompt padded to `n`.
 pub fn reply_words(knobs: &RequestKnobs, last_user: &[String], n: usize) -> Vec<String> {
     if let Some(r) = &knobs.reply {
-        return r.split(' ').filter(|w| !w.is_empty()).map(str::to_owned).collect();
+        return r
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect();
     }
-    let mut words: Vec<String> = ["Mock", "reply", "to:"].iter().map(|s| (*s).to_owned()).collect();
+    let mut words: Vec<String> = ["Mock", "reply", "to:"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     words.extend(last_user.iter().cloned());
     let mut i = 0;
     while words.len() < n {
@@ -94,7 +101,12 @@ pub struct Plan {
 }
 
 /// Decide the fate of a request from the instance and request knobs.
-pub fn plan(shared: &Shared, knobs: &RequestKnobs, prompt_tokens: u64, last_user: &[String]) -> Plan {
+pub fn plan(
+    shared: &Shared,
+    knobs: &RequestKnobs,
+    prompt_tokens: u64,
+    last_user: &[String],
+) -> Plan {
     let cfg = shared.config();
     let mut rng = rand::thread_rng();
     let fault = match knobs.fault {
@@ -109,21 +121,38 @@ pub fn plan(shared: &Shared, knobs: &RequestKnobs, prompt_tokens: u64, last_user
         ttft,
         itl: knobs.itl.unwrap_or(cfg.itl),
         retry_after_secs: cfg.retry_after_secs,
-        words: reply_words(knobs, last_user, knobs.reply_words.unwrap_or(cfg.reply_words)),
+        words: reply_words(
+            knobs,
+            last_user,
+            knobs.reply_words.unwrap_or(cfg.reply_words),
+        ),
         prompt_tokens,
         omit_usage: knobs.omit_usage,
     }
 }
 
 /// The error answer for a status fault, or `None` for other faults.
-pub fn status_fault(plan: &Plan, status_error: fn(StatusCode, &str) -> Response<Body>) -> Option<Response<Body>> {
+pub fn status_fault(
+    plan: &Plan,
+    status_error: fn(StatusCode, &str) -> Response<Body>,
+) -> Option<Response<Body>> {
     match plan.fault? {
-        Fault::Status500 => Some(status_error(StatusCode::INTERNAL_SERVER_ERROR, "mock: internal error")),
-        Fault::Status503 => Some(status_error(StatusCode::SERVICE_UNAVAILABLE, "mock: overloaded")),
-        Fault::Status400 => Some(status_error(StatusCode::BAD_REQUEST, "mock: invalid request")),
+        Fault::Status500 => Some(status_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "mock: internal error",
+        )),
+        Fault::Status503 => Some(status_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mock: overloaded",
+        )),
+        Fault::Status400 => Some(status_error(
+            StatusCode::BAD_REQUEST,
+            "mock: invalid request",
+        )),
         Fault::Status429 => {
             let mut r = status_error(StatusCode::TOO_MANY_REQUESTS, "mock: rate limit reached");
-            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(plan.retry_after_secs));
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(plan.retry_after_secs));
             Some(r)
         }
         Fault::Reset | Fault::Truncate | Fault::Malformed | Fault::Hang => None,
@@ -141,33 +170,94 @@ pub async fn pre_answer(plan: &Plan, shared: &Shared) -> Result<(), io::Error> {
             tokio::time::sleep(Duration::from_secs(120)).await;
             Err(io::Error::other("mock: hung up"))
         }
-        Some(Fault::Reset) => Err(io::Error::new(io::ErrorKind::ConnectionReset, "mock: reset")),
+        Some(Fault::Reset) => Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "mock: reset",
+        )),
         _ => Ok(()),
     }
 }
 
+/// Counts a stream as cancelled if it is dropped before its last event.
+struct CancelGuard {
+    shared: Option<Arc<Shared>>,
+}
+
+impl CancelGuard {
+    fn disarm(&mut self) {
+        self.shared = None;
+    }
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if let Some(s) = self.shared.take() {
+            s.stats.cancelled();
+        }
+    }
+}
+
 /// A body that sends `events` with the plan's delays, then ends (or breaks off if `truncate`).
-pub fn timed_body(events: Vec<Bytes>, ttft: Duration, itl: Latency, truncate_after: Option<usize>) -> Body {
-    let state = (events.into_iter().enumerate(), ttft, itl, truncate_after);
-    let stream = futures_util::stream::unfold(state, |(mut it, ttft, itl, cut)| async move {
-        let (i, ev) = it.next()?;
-        if cut == Some(i) {
-            return Some((Err(io::Error::other("mock: stream truncated")), (it, ttft, itl, Some(usize::MAX))));
-        }
-        if cut == Some(usize::MAX) {
-            return None;
-        }
-        let delay = if i == 0 { ttft } else { itl.sample(&mut rand::thread_rng()) };
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        Some((Ok(Frame::data(ev)), (it, ttft, itl, cut)))
-    });
+/// A body dropped before its end (the client went away) counts as cancelled.
+pub fn timed_body(
+    shared: &Arc<Shared>,
+    events: Vec<Bytes>,
+    ttft: Duration,
+    itl: Latency,
+    truncate_after: Option<usize>,
+) -> Body {
+    let guard = CancelGuard {
+        shared: Some(Arc::clone(shared)),
+    };
+    let total = events.len();
+    let state = (
+        events.into_iter().enumerate(),
+        ttft,
+        itl,
+        truncate_after,
+        guard,
+    );
+    let stream = futures_util::stream::unfold(
+        state,
+        move |(mut it, ttft, itl, cut, mut guard)| async move {
+            let Some((i, ev)) = it.next() else {
+                guard.disarm();
+                return None;
+            };
+            if cut == Some(usize::MAX) {
+                guard.disarm();
+                return None;
+            }
+            if cut == Some(i) {
+                // Let what went before reach the wire first, as it would over a real network.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                guard.disarm();
+                return Some((
+                    Err(io::Error::other("mock: stream truncated")),
+                    (it, ttft, itl, Some(usize::MAX), guard),
+                ));
+            }
+            let delay = if i == 0 {
+                ttft
+            } else {
+                itl.sample(&mut rand::thread_rng())
+            };
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if i + 1 == total {
+                guard.disarm();
+            }
+            Some((Ok(Frame::data(ev)), (it, ttft, itl, cut, guard)))
+        },
+    );
     BodyExt::boxed(StreamBody::new(stream))
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Handle `POST /v1/chat/completions`.
@@ -177,15 +267,25 @@ pub async fn chat(body: &Bytes, shared: &Arc<Shared>) -> Result<Response<Body>, 
         Ok(r) => r,
         Err(e) => {
             shared.stats.bad_request();
-            return Ok(openai_error(StatusCode::BAD_REQUEST, &format!("mock: bad request: {e}")));
+            return Ok(openai_error(
+                StatusCode::BAD_REQUEST,
+                &format!("mock: bad request: {e}"),
+            ));
         }
     };
     if req.messages.is_empty() {
         shared.stats.bad_request();
-        return Ok(openai_error(StatusCode::BAD_REQUEST, "mock: messages must not be empty"));
+        return Ok(openai_error(
+            StatusCode::BAD_REQUEST,
+            "mock: messages must not be empty",
+        ));
     }
     let knobs = req.mock.clone().unwrap_or_default();
-    let prompt_tokens: u64 = req.messages.iter().map(|m| content_words(m.content.as_ref()).len() as u64).sum();
+    let prompt_tokens: u64 = req
+        .messages
+        .iter()
+        .map(|m| content_words(m.content.as_ref()).len() as u64)
+        .sum();
     let last_user = req
         .messages
         .iter()
@@ -193,7 +293,10 @@ pub async fn chat(body: &Bytes, shared: &Arc<Shared>) -> Result<Response<Body>, 
         .find(|m| m.role == "user")
         .map(|m| content_words(m.content.as_ref()))
         .unwrap_or_default();
-    let plan = plan(shared, &knobs, prompt_tokens, &last_user);
+    let mut plan = plan(shared, &knobs, prompt_tokens, &last_user);
+    if knobs.echo {
+        plan.words = vec![String::from_utf8_lossy(body).into_owned()];
+    }
     pre_answer(&plan, shared).await?;
     if let Some(r) = status_fault(&plan, openai_error) {
         return Ok(r);
@@ -222,15 +325,24 @@ pub async fn chat(body: &Bytes, shared: &Arc<Shared>) -> Result<Response<Body>, 
             Some(Fault::Malformed) => {
                 let cut = bytes.slice(..bytes.len() / 2);
                 let mut r = Response::new(super::full(cut));
-                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 r
             }
             Some(Fault::Truncate) => {
                 let len = bytes.len();
                 let half = bytes.slice(..len / 2);
-                let mut r = Response::new(timed_body(vec![half, Bytes::new()], Duration::ZERO, Latency::Fixed(0), Some(1)));
-                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
+                let mut r = Response::new(timed_body(
+                    shared,
+                    vec![half, Bytes::new()],
+                    Duration::ZERO,
+                    Latency::Fixed(0),
+                    Some(1),
+                ));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r.headers_mut()
+                    .insert(CONTENT_LENGTH, HeaderValue::from(len));
                 r
             }
             _ => {
@@ -247,7 +359,10 @@ pub async fn chat(body: &Bytes, shared: &Arc<Shared>) -> Result<Response<Body>, 
         sse(&v)
     };
     let mut events = Vec::with_capacity(plan.words.len() + 4);
-    events.push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+    events.push(chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    ));
     for (i, w) in plan.words.iter().enumerate() {
         let text = if i == 0 { w.clone() } else { format!(" {w}") };
         events.push(chunk(json!({"content": text}), Value::Null));
@@ -255,15 +370,20 @@ pub async fn chat(body: &Bytes, shared: &Arc<Shared>) -> Result<Response<Body>, 
     events.push(chunk(json!({}), json!("stop")));
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     if include_usage && !plan.omit_usage {
-        events.push(sse(&json!({"id": id, "object": "chat.completion.chunk", "created": created,
-                                "model": req.model, "choices": [], "usage": usage})));
+        events.push(sse(
+            &json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                                "model": req.model, "choices": [], "usage": usage}),
+        ));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     let truncate_at = match plan.fault {
         Some(Fault::Truncate) => Some(events.len() / 2),
         Some(Fault::Malformed) => {
             let at = events.len() / 2;
-            events.insert(at, Bytes::from_static(b"data: {\"id\": \"broken\", \"choices\": [\n\n"));
+            events.insert(
+                at,
+                Bytes::from_static(b"data: {\"id\": \"broken\", \"choices\": [\n\n"),
+            );
             None
         }
         _ => {
@@ -271,9 +391,11 @@ pub async fn chat(body: &Bytes, shared: &Arc<Shared>) -> Result<Response<Body>, 
             None
         }
     };
-    let mut r = Response::new(timed_body(events, plan.ttft, plan.itl, truncate_at));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    r.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+    let mut r = Response::new(timed_body(shared, events, plan.ttft, plan.itl, truncate_at));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
     Ok(r)
 }
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install what building and testing need, idempotently: system packages and Rust components.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+need_apt=()
+for cmd_pkg in curl:curl python3:python3 pkg-config:pkg-config; do
+  cmd="${cmd_pkg%%:*}"; pkg="${cmd_pkg##*:}"
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if ((${#need_apt[@]})); then
+  log "apt install ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+for comp in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$comp"; then
+    log "rustup component add $comp"
+    rustup component add "$comp"
+  fi
+done

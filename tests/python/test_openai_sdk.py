@@ -1,0 +1,117 @@
+"""The official OpenAI Python SDK against a running Switchyard daemon, unchanged but for base_url.
+
+Needs SWITCHYARD_URL (e.g. http://127.0.0.1:8080/v1), SWITCHYARD_KEY (a configured client key)
+and SWITCHYARD_MODEL (a model mapped to the mock upstream). Started by scripts/test.sh.
+"""
+
+import os
+import time
+
+import openai
+import pytest
+
+URL = os.environ["SWITCHYARD_URL"]
+KEY = os.environ["SWITCHYARD_KEY"]
+MODEL = os.environ["SWITCHYARD_MODEL"]
+
+
+@pytest.fixture()
+def client():
+    return openai.OpenAI(base_url=URL, api_key=KEY, max_retries=0, timeout=30)
+
+
+def test_chat_non_streamed(client):
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "say something nice"},
+        ],
+        extra_body={"mock": {"reply": "You are doing great"}},
+    )
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content == "You are doing great"
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage.prompt_tokens == 5
+    assert r.usage.completion_tokens == 4
+    assert r.usage.total_tokens == 9
+
+
+def test_chat_raw_response_headers(client):
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.headers["x-switchyard-provider"]
+    assert raw.headers["x-request-id"]
+    assert raw.parse().choices[0].message.content
+
+
+def test_chat_streamed_arrives_incrementally(client):
+    start = time.monotonic()
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "stream please"}],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"mock": {"reply_words": 6, "ttft": 50, "itl": 150}},
+    )
+    arrivals, text, usage = [], "", None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic() - start)
+            text += chunk.choices[0].delta.content
+    assert text.split(" ")[:3] == ["Mock", "reply", "to:"]
+    assert len(text.split(" ")) == 6
+    assert usage is not None and usage.completion_tokens == 6
+    # 6 words, 150 ms apart: the first must arrive long before the last.
+    assert arrivals[-1] - arrivals[0] >= 0.6, arrivals
+    assert arrivals[0] < 0.5, arrivals
+
+
+def test_models_list_and_retrieve(client):
+    ids = [m.id for m in client.models.list()]
+    assert MODEL in ids
+    assert client.models.retrieve(MODEL).id == MODEL
+
+
+def test_unknown_model_is_not_found(client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    assert e.value.code == "model_not_found"
+
+
+def test_wrong_key_is_authentication_error():
+    bad = openai.OpenAI(base_url=URL, api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+
+
+def test_empty_messages_is_bad_request(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=[])
+    assert e.value.param == "messages"
+
+
+def test_upstream_rate_limit_is_rate_limit_error(client):
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "x"}],
+            extra_body={"mock": {"fault": "status429"}},
+        )
+    assert e.value.response.headers.get("retry-after")
+
+
+def test_stream_broken_midway_raises(client):
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "x"}],
+        stream=True,
+        extra_body={"mock": {"fault": "truncate", "reply_words": 20}},
+    )
+    with pytest.raises(openai.APIError):
+        for _ in stream:
+            pass
