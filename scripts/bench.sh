@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Load benchmark: the mock upstream driven directly, then through Switchyard, in one run.
 # Prints p50/p99/p99.9 and RPS for each phase and the gateway's added latency and RPS ratio.
-#   RATES=500,1000,2000 SECONDS=10 CONNECTIONS=32 scripts/bench.sh
+#   RATES=500,1000,2000 BENCH_SECONDS=10 CONNECTIONS=32 scripts/bench.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 RATES="${RATES:-500,1000,2000}"
-SECONDS_PER_PHASE="${SECONDS:-10}"
+SECONDS_PER_PHASE="${BENCH_SECONDS:-10}"
 CONNECTIONS="${CONNECTIONS:-32}"
 
 log "cargo build --release"

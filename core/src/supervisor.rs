@@ -14,13 +14,13 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::providers::{GetHealth, ProviderActor, ProviderError, ProviderHealth, ProviderStats};
+use crate::providers::{GetHealth, ProviderActor, ProviderError, ProviderHealth, Upstream};
 
 /// Addresses of the supervised actors, shared read-only with request handlers.
 #[derive(Clone, Default)]
 pub struct Registry {
-    /// Provider actors by name.
-    pub providers: BTreeMap<String, Addr<ProviderActor>>,
+    /// Provider actors by name, with the upstream state each owns.
+    pub providers: BTreeMap<String, (Addr<ProviderActor>, Arc<Upstream>)>,
 }
 
 /// The actor that owns the others.
@@ -40,17 +40,16 @@ pub enum SuperviseError {
 impl Supervisor {
     /// Start the supervisor and its children on the current actix system.
     pub fn start(config: &Config) -> Result<(Addr<Self>, Registry), SuperviseError> {
-        // Provider actors only hand out leases and keep books, so one thread serves them all;
+        // Provider actors own lifecycle and state, not traffic, so one thread serves them all;
         // the HTTP exchanges themselves run on the request workers.
         let provider_arbiter = Arbiter::new();
         let mut registry = Registry::default();
         for (name, spec) in &config.providers {
-            let spec = Arc::new(spec.clone());
-            let stats = Arc::new(ProviderStats::default());
-            let actor = ProviderActor::new(spec, stats)?;
+            let upstream = Arc::new(Upstream::new(Arc::new(spec.clone()))?);
+            let actor = ProviderActor::new(Arc::clone(&upstream));
             let addr =
                 actix::Supervisor::start_in_arbiter(&provider_arbiter.handle(), move |_| actor);
-            registry.providers.insert(name.clone(), addr);
+            registry.providers.insert(name.clone(), (addr, upstream));
         }
         let sup = Self {
             registry: registry.clone(),
@@ -97,7 +96,7 @@ impl Handler<CheckHealth> for Supervisor {
             .registry
             .providers
             .iter()
-            .map(|(n, a)| (n.clone(), a.clone()))
+            .map(|(n, (a, _))| (n.clone(), a.clone()))
             .collect();
         Box::pin(async move {
             let asks = providers

@@ -1,9 +1,11 @@
 //! `loadgen`: drive an HTTP endpoint directly and through Switchyard in one run, and report
 //! the gateway's added latency and throughput ratio.
 //!
-//! Fixed-rate phases are open-loop: request *i* is due at `start + i/rate` and its latency is
-//! measured from that due time, so a stalled server cannot hide its queueing (no coordinated
-//! omission). The max-rate phase is closed-loop with a fixed number of connections.
+//! Fixed-rate phases are open-loop: request *i* is sent at `start + i/rate` whether or not
+//! earlier ones have answered, so a stalled server cannot slow the offered load and hide its
+//! queueing (no coordinated omission). Latency is timed from the moment each request is handed
+//! to the client (the timer wheel's 1 ms granularity would otherwise dominate sub-millisecond
+//! figures). The max-rate phase is closed-loop with a fixed number of connections.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -139,8 +141,9 @@ async fn fixed_rate(
             errors.clone(),
         );
         tasks.spawn(async move {
+            let sent = Instant::now();
             if one(&client, &url, &body).await {
-                let us = due.elapsed().as_micros() as u64;
+                let us = sent.elapsed().as_micros() as u64;
                 if let Ok(mut h) = hist.lock() {
                     let _ = h.record(us.max(1));
                 }

@@ -6,10 +6,12 @@
 
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use actix::Addr;
 use futures_util::StreamExt;
 
-use super::{Acquire, ChunkStream, Lease, ProviderActor, ProviderError, Report};
+use super::{ChunkStream, ProviderActor, ProviderError, Upstream};
 use crate::error::ApiError;
 use crate::types::{ChatChunk, ChatRequest, ChatResponse};
 
@@ -18,7 +20,9 @@ use crate::types::{ChatChunk, ChatRequest, ChatResponse};
 pub struct Route {
     /// Provider name.
     pub provider: String,
-    /// Its actor.
+    /// Its shared state (what requests use).
+    pub upstream: Arc<Upstream>,
+    /// Its actor (what owns and resets that state).
     pub addr: Addr<ProviderActor>,
     /// Upstream model name.
     pub model: String,
@@ -45,24 +49,13 @@ pub struct StreamStart {
     pub served: Served,
 }
 
-async fn acquire(route: &Route) -> Result<Lease, ProviderError> {
-    match route.addr.send(Acquire).await {
-        Ok(r) => r,
-        Err(e) => Err(ProviderError::Unavailable {
-            provider: route.provider.clone(),
-            message: format!("provider actor unreachable: {e}"),
-        }),
-    }
-}
-
 fn report(route: &Route, result: &Result<(), &ProviderError>) {
-    let msg = match result {
-        Ok(()) => Report::Success,
+    match result {
+        Ok(()) => route.upstream.record_success(),
         // The upstream judged the request invalid: that says nothing bad about its health.
-        Err(e) if !e.should_fail_over() => Report::Success,
-        Err(e) => Report::Failure(e.to_string()),
-    };
-    route.addr.do_send(msg);
+        Err(e) if !e.should_fail_over() => route.upstream.record_success(),
+        Err(e) => route.upstream.record_failure(e.to_string()),
+    }
 }
 
 /// Run a non-streamed request along the chain.
@@ -73,7 +66,7 @@ pub async fn complete(
 ) -> Result<(ChatResponse, Served), ApiError> {
     let mut errors = Vec::new();
     for (i, route) in routes.iter().enumerate() {
-        let result = match acquire(route).await {
+        let result = match route.upstream.lease() {
             Ok(lease) => lease.chat(&route.model, req, deadline).await,
             Err(e) => Err(e),
         };
@@ -114,7 +107,7 @@ pub async fn stream(
     let mut errors = Vec::new();
     for (i, route) in routes.iter().enumerate() {
         let attempt = async {
-            let lease = acquire(route).await?;
+            let lease = route.upstream.lease()?;
             let mut s = lease.chat_stream(&route.model, req, deadline).await?;
             let first = tokio::time::timeout_at(deadline.into(), s.next()).await;
             match first {

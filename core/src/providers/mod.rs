@@ -1,20 +1,22 @@
 //! Upstream providers: one actor per configured upstream, and the wire formats they speak.
 //!
 //! A [`ProviderActor`] owns everything that is per upstream: the HTTP connection pool, its
-//! timeouts, and health bookkeeping. It does not carry request bytes itself: a request asks it
-//! for a [`Lease`] (admission, in microseconds) and then performs the HTTP exchange on its own
-//! task, so no actor serialises traffic and a client that disconnects drops the upstream call.
-//! Outcomes flow back to the actor as fire-and-forget [`Report`]s.
+//! timeouts, and health state. It publishes them as an [`Upstream`] handle that request
+//! handlers use directly: admission and outcome bookkeeping are atomics, so no actor mailbox sits
+//! on the request path and no actor serialises traffic. The HTTP exchange runs on the request's
+//! own task, so a client that disconnects drops the upstream call. The actor owns the lifecycle:
+//! it is supervised, and a restart rebuilds the connection pool and resets the state in place.
 
 pub mod chain;
 pub mod error;
 pub mod openai;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix::prelude::*;
+use arc_swap::ArcSwap;
 use futures_util::stream::BoxStream;
 use serde::Serialize;
 
@@ -26,15 +28,94 @@ pub use error::ProviderError;
 /// A stream of chunks from an upstream.
 pub type ChunkStream = BoxStream<'static, Result<ChatChunk, ProviderError>>;
 
-/// Counters that outlive actor restarts, shared with readers such as `/readyz`.
-#[derive(Debug, Default)]
-pub struct ProviderStats {
-    /// Leases handed out.
-    pub requests: AtomicU64,
-    /// Calls reported failed.
-    pub failures: AtomicU64,
-    /// Times the actor was restarted by its supervisor.
-    pub restarts: AtomicU64,
+/// One upstream's shared state: settings, connection pool and health. Owned and reset by its
+/// [`ProviderActor`]; read and updated lock-free by request handlers.
+pub struct Upstream {
+    spec: Arc<ProviderSpec>,
+    client: ArcSwap<reqwest::Client>,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    restarts: AtomicU64,
+    consecutive_failures: AtomicU32,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Upstream {
+    /// Build the state and its connection pool.
+    pub fn new(spec: Arc<ProviderSpec>) -> Result<Self, ProviderError> {
+        let client = build_client(&spec)?;
+        Ok(Self {
+            spec,
+            client: ArcSwap::from_pointee(client),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// Provider name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Admit one call.
+    pub fn lease(&self) -> Result<Lease, ProviderError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(Lease {
+            spec: Arc::clone(&self.spec),
+            client: reqwest::Client::clone(&self.client.load()),
+        })
+    }
+
+    /// The upstream answered.
+    pub fn record_success(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// The upstream failed (message already safe to log).
+    pub fn record_failure(&self, message: String) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let n = self
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if n == UNHEALTHY_AFTER {
+            tracing::warn!(provider = %self.spec.name, error = %message, "upstream unhealthy: {UNHEALTHY_AFTER} failures in a row");
+        }
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(message);
+        }
+    }
+
+    /// A health snapshot.
+    pub fn health(&self) -> ProviderHealth {
+        let consecutive_failures = self.consecutive_failures.load(Ordering::Relaxed);
+        ProviderHealth {
+            name: self.spec.name.clone(),
+            healthy: consecutive_failures < UNHEALTHY_AFTER,
+            consecutive_failures,
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
+        }
+    }
+
+    /// Start afresh: a new pool (whatever broke may have been in the connections), clean health.
+    fn reset(&self) {
+        match build_client(&self.spec) {
+            Ok(c) => self.client.store(Arc::new(c)),
+            Err(e) => {
+                tracing::error!(provider = %self.spec.name, error = %e, "keeping old HTTP client")
+            }
+        }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = None;
+        }
+    }
 }
 
 /// Permission to call an upstream, with what the call needs.
@@ -72,22 +153,7 @@ impl Lease {
     }
 }
 
-/// Ask for a [`Lease`].
-#[derive(Message)]
-#[rtype(result = "Result<Lease, ProviderError>")]
-pub struct Acquire;
-
-/// How a call went, reported after the fact.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub enum Report {
-    /// The upstream answered.
-    Success,
-    /// The upstream failed (message already safe to log).
-    Failure(String),
-}
-
-/// Ask for a health snapshot.
+/// Ask for a health snapshot (also proves the actor is alive).
 #[derive(Message)]
 #[rtype(result = "ProviderHealth")]
 pub struct GetHealth;
@@ -107,7 +173,7 @@ pub struct ProviderHealth {
     pub healthy: bool,
     /// Failures in a row.
     pub consecutive_failures: u32,
-    /// Leases handed out since start.
+    /// Calls admitted since start.
     pub requests: u64,
     /// Failures since start.
     pub failures: u64,
@@ -122,24 +188,13 @@ const UNHEALTHY_AFTER: u32 = 5;
 
 /// The actor owning one upstream.
 pub struct ProviderActor {
-    spec: Arc<ProviderSpec>,
-    client: reqwest::Client,
-    stats: Arc<ProviderStats>,
-    consecutive_failures: u32,
-    last_error: Option<String>,
+    upstream: Arc<Upstream>,
 }
 
 impl ProviderActor {
-    /// Build the actor and its connection pool.
-    pub fn new(spec: Arc<ProviderSpec>, stats: Arc<ProviderStats>) -> Result<Self, ProviderError> {
-        let client = build_client(&spec)?;
-        Ok(Self {
-            spec,
-            client,
-            stats,
-            consecutive_failures: 0,
-            last_error: None,
-        })
+    /// Own this upstream.
+    pub fn new(upstream: Arc<Upstream>) -> Self {
+        Self { upstream }
     }
 }
 
@@ -161,53 +216,15 @@ impl Actor for ProviderActor {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Self::Context) {
-        tracing::debug!(provider = %self.spec.name, base_url = %self.spec.base_url, "provider actor started");
+        tracing::debug!(provider = %self.upstream.spec.name, base_url = %self.upstream.spec.base_url, "provider actor started");
     }
 }
 
 impl Supervised for ProviderActor {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        self.stats.restarts.fetch_add(1, Ordering::Relaxed);
-        self.consecutive_failures = 0;
-        self.last_error = None;
-        // A fresh pool: whatever broke may have been in the connections.
-        match build_client(&self.spec) {
-            Ok(c) => self.client = c,
-            Err(e) => {
-                tracing::error!(provider = %self.spec.name, error = %e, "keeping old HTTP client")
-            }
-        }
-        tracing::warn!(provider = %self.spec.name, "provider actor restarted by its supervisor");
-    }
-}
-
-impl Handler<Acquire> for ProviderActor {
-    type Result = Result<Lease, ProviderError>;
-
-    fn handle(&mut self, _: Acquire, _: &mut Self::Context) -> Self::Result {
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        Ok(Lease {
-            spec: Arc::clone(&self.spec),
-            client: self.client.clone(),
-        })
-    }
-}
-
-impl Handler<Report> for ProviderActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Report, _: &mut Self::Context) {
-        match msg {
-            Report::Success => self.consecutive_failures = 0,
-            Report::Failure(message) => {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-                if self.consecutive_failures == UNHEALTHY_AFTER {
-                    tracing::warn!(provider = %self.spec.name, error = %message, "upstream unhealthy: {UNHEALTHY_AFTER} failures in a row");
-                }
-                self.last_error = Some(message);
-            }
-        }
+        self.upstream.restarts.fetch_add(1, Ordering::Relaxed);
+        self.upstream.reset();
+        tracing::warn!(provider = %self.upstream.spec.name, "provider actor restarted by its supervisor");
     }
 }
 
@@ -215,15 +232,7 @@ impl Handler<GetHealth> for ProviderActor {
     type Result = MessageResult<GetHealth>;
 
     fn handle(&mut self, _: GetHealth, _: &mut Self::Context) -> Self::Result {
-        MessageResult(ProviderHealth {
-            name: self.spec.name.clone(),
-            healthy: self.consecutive_failures < UNHEALTHY_AFTER,
-            consecutive_failures: self.consecutive_failures,
-            requests: self.stats.requests.load(Ordering::Relaxed),
-            failures: self.stats.failures.load(Ordering::Relaxed),
-            restarts: self.stats.restarts.load(Ordering::Relaxed),
-            last_error: self.last_error.clone(),
-        })
+        MessageResult(self.upstream.health())
     }
 }
 

@@ -28,11 +28,15 @@ impl ModelMap {
             let routes: Vec<Route> = targets
                 .iter()
                 .filter_map(|t| {
-                    registry.providers.get(&t.provider).map(|addr| Route {
-                        provider: t.provider.clone(),
-                        addr: addr.clone(),
-                        model: t.model.clone(),
-                    })
+                    registry
+                        .providers
+                        .get(&t.provider)
+                        .map(|(addr, upstream)| Route {
+                            provider: t.provider.clone(),
+                            upstream: Arc::clone(upstream),
+                            addr: addr.clone(),
+                            model: t.model.clone(),
+                        })
                 })
                 .collect();
             models.insert(name.clone(), Arc::from(routes));
@@ -50,10 +54,11 @@ impl ModelMap {
             return Ok(Arc::clone(routes));
         }
         if let Some((provider, upstream)) = model.split_once('/') {
-            if let Some(addr) = self.registry.providers.get(provider) {
+            if let Some((addr, state)) = self.registry.providers.get(provider) {
                 if !upstream.is_empty() {
                     return Ok(Arc::from(vec![Route {
                         provider: provider.to_owned(),
+                        upstream: Arc::clone(state),
                         addr: addr.clone(),
                         model: upstream.to_owned(),
                     }]));

@@ -164,7 +164,10 @@ pub async fn pre_answer(plan: &Plan, shared: &Shared) -> Result<(), io::Error> {
     if let Some(f) = plan.fault {
         shared.stats.fault(f);
     }
-    tokio::time::sleep(plan.latency).await;
+    // Even a zero sleep waits for the timer wheel's next 1 ms tick.
+    if !plan.latency.is_zero() {
+        tokio::time::sleep(plan.latency).await;
+    }
     match plan.fault {
         Some(Fault::Hang) => {
             tokio::time::sleep(Duration::from_secs(120)).await;

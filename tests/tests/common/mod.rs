@@ -37,7 +37,20 @@ impl Gateway {
             data_dir: Some(dir.path().join("data")),
         };
         let config = Config::load(Some(&file), &overrides).unwrap();
-        let running = switchyard_core::server::start(config).await.unwrap();
+        // A gateway stopped a moment ago may still be dropping its last handle on the store.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let running = loop {
+            match switchyard_core::server::start(config.clone()).await {
+                Ok(r) => break r,
+                Err(switchyard_core::server::StartError::Storage(e))
+                    if Instant::now() < deadline =>
+                {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("gateway did not start: {e}"),
+            }
+        };
         let (addr, handle, state) = running.spawn();
         Self {
             addr,
