@@ -92,33 +92,24 @@ impl Handler<CheckHealth> for Supervisor {
     type Result = ResponseFuture<SystemHealth>;
 
     fn handle(&mut self, _: CheckHealth, _: &mut Self::Context) -> Self::Result {
-        let providers: Vec<(String, Addr<ProviderActor>)> = self
-            .registry
-            .providers
-            .iter()
-            .map(|(n, (a, _))| (n.clone(), a.clone()))
-            .collect();
+        let providers: Vec<(Addr<ProviderActor>, Arc<Upstream>)> =
+            self.registry.providers.values().cloned().collect();
         Box::pin(async move {
             let asks = providers
                 .iter()
-                .map(|(_, a)| a.send(GetHealth).timeout(Duration::from_secs(2)));
+                .map(|(a, _)| a.send(GetHealth).timeout(Duration::from_secs(2)));
             let answers = join_all(asks).await;
             let mut actors_ok = true;
             let mut out = Vec::with_capacity(answers.len());
-            for ((name, _), answer) in providers.into_iter().zip(answers) {
+            for ((_, upstream), answer) in providers.into_iter().zip(answers) {
                 match answer {
                     Ok(h) => out.push(h),
                     Err(e) => {
                         actors_ok = false;
-                        out.push(ProviderHealth {
-                            name,
-                            healthy: false,
-                            consecutive_failures: 0,
-                            requests: 0,
-                            failures: 0,
-                            restarts: 0,
-                            last_error: Some(format!("actor did not answer: {e}")),
-                        });
+                        let mut h = upstream.health();
+                        h.healthy = false;
+                        h.last_error = Some(format!("provider actor did not answer: {e}"));
+                        out.push(h);
                     }
                 }
             }

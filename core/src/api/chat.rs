@@ -117,7 +117,7 @@ pub fn deadline(req: &HttpRequest, default: Duration) -> Result<Instant, ApiErro
     Ok(Instant::now() + timeout)
 }
 
-fn served_headers(resp: &mut actix_web::HttpResponseBuilder, served: &Served) {
+pub(crate) fn served_headers(resp: &mut actix_web::HttpResponseBuilder, served: &Served) {
     resp.insert_header(("x-switchyard-provider", served.provider.as_str()));
     if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&served.model) {
         resp.insert_header(("x-switchyard-model", v));
@@ -151,7 +151,13 @@ pub async fn completions(
             .insert_header(("cache-control", "no-cache"))
             .insert_header(("x-accel-buffering", "no"));
         served_headers(&mut resp, &start.served);
-        Ok(resp.streaming(super::sse::openai_stream(start)))
+        let include_usage = chat
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.get("include_usage"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        Ok(resp.streaming(super::sse::openai_stream(start, include_usage)))
     } else {
         let (answer, served) = chain::complete(&routes, &chat, deadline).await?;
         span.record("provider", served.provider.as_str());

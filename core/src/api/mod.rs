@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod chat;
 pub mod health;
+pub mod messages;
 pub mod models;
 pub mod sse;
 
@@ -57,6 +58,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/models")
             .route(web::get().to(models::list))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/messages")
+            .route(web::post().to(messages::messages))
             .default_service(web::to(method_not_allowed)),
     )
     .service(web::resource("/v1/models/{id:.+}").route(web::get().to(models::retrieve)))

@@ -26,9 +26,25 @@ enum Phase {
     Done,
 }
 
-/// Turn a started upstream stream into the client's SSE byte stream.
-pub fn openai_stream(start: StreamStart) -> BoxStream<'static, Result<Bytes, actix_web::Error>> {
+/// Turn a started upstream stream into the client's SSE byte stream. Usage is always asked of
+/// upstreams (for accounting) but only shown to clients that asked for it.
+pub fn openai_stream(
+    start: StreamStart,
+    include_usage: bool,
+) -> BoxStream<'static, Result<Bytes, actix_web::Error>> {
     let StreamStart { first, rest, .. } = start;
+    let rest = rest
+        .filter_map(move |item| {
+            let item = match item {
+                Ok(mut chunk) if !include_usage => {
+                    chunk.usage = None;
+                    (!chunk.choices.is_empty()).then_some(Ok(chunk))
+                }
+                other => Some(other),
+            };
+            futures_util::future::ready(item)
+        })
+        .boxed();
     let state = (Some(first), rest, Phase::First);
     futures_util::stream::unfold(state, |(mut first, mut rest, phase)| async move {
         match phase {

@@ -192,23 +192,136 @@ pub enum RawProvider {
     /// Any server speaking OpenAI's chat completions wire format (OpenAI, vLLM, Ollama, Groq, ...).
     #[serde(rename = "openai")]
     OpenAi(RawHttpProvider),
+    /// Anthropic's Messages API.
+    #[serde(rename = "anthropic")]
+    Anthropic(RawHttpProvider),
+    /// Google's Gemini API (`generateContent`).
+    #[serde(rename = "gemini")]
+    Gemini(RawHttpProvider),
 }
 
 /// Settings shared by HTTP upstreams.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHttpProvider {
-    /// Base URL including the version path, e.g. `https://api.openai.com/v1`.
-    pub base_url: String,
+    /// Base URL including the version path, e.g. `https://api.openai.com/v1`. Anthropic and
+    /// Gemini default to their public endpoints.
+    #[serde(default)]
+    pub base_url: Option<String>,
     /// Where the credential lives: `env::NAME`, `file::PATH` or `none`.
     #[serde(default = "default_api_key")]
     pub api_key: SecretLocation,
     /// Connect timeout in milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Longest one attempt may take to answer (whole body, or first chunk of a stream), in ms.
+    #[serde(default = "default_attempt_timeout_ms")]
+    pub timeout_ms: u64,
     /// Idle pooled connections kept per host.
     #[serde(default = "default_pool_idle_per_host")]
     pub pool_idle_per_host: usize,
+    /// Retries on this upstream before failing over.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First retry back-off in ms (doubles each retry, with jitter).
+    #[serde(default = "default_retry_base_ms")]
+    pub retry_base_ms: u64,
+    /// Longest retry back-off in ms.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Client-side requests-per-minute limit (smoothed: 600 means one every 100 ms).
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    /// Requests that may go at once before RPM smoothing applies.
+    #[serde(default = "default_rpm_burst")]
+    pub rpm_burst: u32,
+    /// Client-side tokens-per-minute limit (prompt estimate plus `max_tokens`).
+    #[serde(default)]
+    pub tpm: Option<u32>,
+    /// Longest a request waits for RPM/TPM capacity before failing over, in ms.
+    #[serde(default = "default_limit_wait_ms")]
+    pub limit_wait_ms: u64,
+    /// `anthropic-version` header (Anthropic only).
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// Circuit breaker settings.
+    #[serde(default)]
+    pub breaker: RawBreaker,
+}
+
+fn default_attempt_timeout_ms() -> u64 {
+    120_000
+}
+fn default_max_retries() -> u32 {
+    2
+}
+fn default_retry_base_ms() -> u64 {
+    100
+}
+fn default_retry_max_ms() -> u64 {
+    2_000
+}
+fn default_rpm_burst() -> u32 {
+    1
+}
+fn default_limit_wait_ms() -> u64 {
+    1_000
+}
+
+/// `[providers.NAME.breaker]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Open after this many failures in a row.
+    #[serde(default = "default_breaker_run")]
+    pub consecutive_failures: u32,
+    /// Or when this share of calls in the window failed...
+    #[serde(default = "default_breaker_rate")]
+    pub error_rate: f64,
+    /// ...with at least this many calls in it.
+    #[serde(default = "default_breaker_min")]
+    pub min_requests: u32,
+    /// Error-rate window in ms.
+    #[serde(default = "default_breaker_window_ms")]
+    pub window_ms: u64,
+    /// First cool-down before a probe, in ms (doubles while probes fail).
+    #[serde(default = "default_breaker_cooldown_ms")]
+    pub cooldown_ms: u64,
+    /// Longest cool-down, in ms.
+    #[serde(default = "default_breaker_max_cooldown_ms")]
+    pub max_cooldown_ms: u64,
+}
+
+fn default_breaker_run() -> u32 {
+    5
+}
+fn default_breaker_rate() -> f64 {
+    0.5
+}
+fn default_breaker_min() -> u32 {
+    20
+}
+fn default_breaker_window_ms() -> u64 {
+    10_000
+}
+fn default_breaker_cooldown_ms() -> u64 {
+    5_000
+}
+fn default_breaker_max_cooldown_ms() -> u64 {
+    60_000
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_breaker_run(),
+            error_rate: default_breaker_rate(),
+            min_requests: default_breaker_min(),
+            window_ms: default_breaker_window_ms(),
+            cooldown_ms: default_breaker_cooldown_ms(),
+            max_cooldown_ms: default_breaker_max_cooldown_ms(),
+        }
+    }
 }
 
 fn default_api_key() -> SecretLocation {
@@ -294,10 +407,25 @@ pub struct ApiKeySpec {
 }
 
 /// Which wire format an upstream speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// OpenAI chat completions.
     OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Gemini generateContent.
+    Gemini,
+}
+
+impl ProviderKind {
+    fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            Self::OpenAi => None,
+            Self::Anthropic => Some("https://api.anthropic.com/v1"),
+            Self::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
+        }
+    }
 }
 
 /// A validated upstream.
@@ -313,8 +441,59 @@ pub struct ProviderSpec {
     pub api_key: Option<SecretString>,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// Per-attempt timeout.
+    pub attempt_timeout: Duration,
     /// Idle pooled connections per host.
     pub pool_idle_per_host: usize,
+    /// Retry policy.
+    pub retry: RetrySpec,
+    /// Client-side limits.
+    pub limits: LimitSpec,
+    /// Circuit breaker.
+    pub breaker: BreakerSpec,
+    /// `anthropic-version` header value.
+    pub anthropic_version: String,
+}
+
+/// Validated retry policy.
+#[derive(Debug, Clone)]
+pub struct RetrySpec {
+    /// Retries on the same upstream.
+    pub max_retries: u32,
+    /// First back-off.
+    pub base: Duration,
+    /// Largest back-off.
+    pub max: Duration,
+}
+
+/// Validated client-side limits.
+#[derive(Debug, Clone)]
+pub struct LimitSpec {
+    /// Requests per minute.
+    pub rpm: Option<u32>,
+    /// Burst allowance for RPM.
+    pub rpm_burst: u32,
+    /// Tokens per minute.
+    pub tpm: Option<u32>,
+    /// Longest wait for capacity.
+    pub max_wait: Duration,
+}
+
+/// Validated breaker settings.
+#[derive(Debug, Clone)]
+pub struct BreakerSpec {
+    /// Failures in a row that open it.
+    pub consecutive_failures: u32,
+    /// Error rate that opens it.
+    pub error_rate: f64,
+    /// Calls needed before the rate counts.
+    pub min_requests: u32,
+    /// Error-rate window.
+    pub window: Duration,
+    /// First cool-down.
+    pub cooldown: Duration,
+    /// Longest cool-down.
+    pub max_cooldown: Duration,
 }
 
 /// One upstream target of a public model.
@@ -440,16 +619,49 @@ impl Config {
             }
             let (kind, http) = match p {
                 RawProvider::OpenAi(h) => (ProviderKind::OpenAi, h),
+                RawProvider::Anthropic(h) => (ProviderKind::Anthropic, h),
+                RawProvider::Gemini(h) => (ProviderKind::Gemini, h),
             };
-            let base_url = http.base_url.trim_end_matches('/').to_owned();
+            let Some(raw_url) = http.base_url.as_deref().or(kind.default_base_url()) else {
+                return Err(ConfigError::invalid(
+                    format!("{path}.base_url"),
+                    "is required for `openai` providers (e.g. https://api.openai.com/v1)",
+                ));
+            };
+            let base_url = raw_url.trim_end_matches('/').to_owned();
             match reqwest::Url::parse(&base_url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}
                 _ => {
                     return Err(ConfigError::invalid(
                         format!("{path}.base_url"),
-                        format!("`{}` is not an http(s) URL", http.base_url),
+                        format!("`{raw_url}` is not an http(s) URL"),
                     ))
                 }
+            }
+            let b = &http.breaker;
+            if !(b.error_rate > 0.0 && b.error_rate <= 1.0) {
+                return Err(ConfigError::invalid(
+                    format!("{path}.breaker.error_rate"),
+                    "must be in (0, 1]",
+                ));
+            }
+            if b.consecutive_failures == 0 {
+                return Err(ConfigError::invalid(
+                    format!("{path}.breaker.consecutive_failures"),
+                    "must be at least 1",
+                ));
+            }
+            if http.timeout_ms == 0 {
+                return Err(ConfigError::invalid(
+                    format!("{path}.timeout_ms"),
+                    "must be positive",
+                ));
+            }
+            if http.rpm == Some(0) || http.tpm == Some(0) {
+                return Err(ConfigError::invalid(
+                    format!("{path}.{}", if http.rpm == Some(0) { "rpm" } else { "tpm" }),
+                    "must be positive (leave it out for no limit)",
+                ));
             }
             let api_key = http
                 .api_key
@@ -463,7 +675,35 @@ impl Config {
                     base_url,
                     api_key,
                     connect_timeout: Duration::from_millis(http.connect_timeout_ms.max(1)),
+                    attempt_timeout: Duration::from_millis(http.timeout_ms),
                     pool_idle_per_host: http.pool_idle_per_host,
+                    retry: RetrySpec {
+                        max_retries: http.max_retries,
+                        base: Duration::from_millis(http.retry_base_ms.max(1)),
+                        max: Duration::from_millis(
+                            http.retry_max_ms.max(http.retry_base_ms.max(1)),
+                        ),
+                    },
+                    limits: LimitSpec {
+                        rpm: http.rpm,
+                        rpm_burst: http.rpm_burst.max(1),
+                        tpm: http.tpm,
+                        max_wait: Duration::from_millis(http.limit_wait_ms),
+                    },
+                    breaker: BreakerSpec {
+                        consecutive_failures: b.consecutive_failures,
+                        error_rate: b.error_rate,
+                        min_requests: b.min_requests.max(1),
+                        window: Duration::from_millis(b.window_ms.max(1)),
+                        cooldown: Duration::from_millis(b.cooldown_ms.max(1)),
+                        max_cooldown: Duration::from_millis(
+                            b.max_cooldown_ms.max(b.cooldown_ms.max(1)),
+                        ),
+                    },
+                    anthropic_version: http
+                        .anthropic_version
+                        .clone()
+                        .unwrap_or_else(|| "2023-06-01".to_owned()),
                 },
             );
         }

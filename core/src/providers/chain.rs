@@ -1,21 +1,30 @@
 //! The failover chain: try a model's targets in order until one answers.
 //!
-//! A target is abandoned for the next one only before anything has gone to the client: for
-//! streams, the first chunk is read before the response starts, so an upstream that fails early
-//! still fails over. Once bytes are flowing, a failure becomes an error event instead.
-
-use std::time::Instant;
+//! Per target: admission (breaker, 429 cool-down, RPM/TPM capacity), then the call, retried with
+//! jittered exponential back-off on transient faults. A 429 cools the upstream and moves on. When
+//! every target has failed for a "not now" reason (cooling, limits, open breaker), the chain
+//! waits for the soonest to become available again, if that is within the configured wait
+//! bound and the request's deadline.
+//!
+//! A target is abandoned only before anything has gone to the client: for streams, the first
+//! chunk is read before the response starts, so an upstream that fails early still fails over.
+//! Once bytes are flowing, a failure becomes an error event instead, and nothing is retried.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use futures_util::StreamExt;
 
-use super::{ChunkStream, ProviderActor, ProviderError, Upstream};
+use super::resilience::backoff;
+use super::{ChunkStream, Lease, ProviderActor, ProviderError, Upstream};
 use crate::error::ApiError;
 use crate::types::{ChatChunk, ChatRequest, ChatResponse};
 
-/// One resolved target: which actor, which upstream model.
+/// Passes over the whole chain before giving up (each pass waits for the soonest upstream).
+const MAX_ROUNDS: u32 = 8;
+
+/// One resolved target: which upstream, which model there.
 #[derive(Clone)]
 pub struct Route {
     /// Provider name.
@@ -28,14 +37,14 @@ pub struct Route {
     pub model: String,
 }
 
-/// Which target served a request, and after how many attempts.
+/// Which target served a request, and after how many upstream calls.
 #[derive(Debug, Clone)]
 pub struct Served {
     /// Provider name.
     pub provider: String,
     /// Upstream model.
     pub model: String,
-    /// Targets tried, including the one that answered.
+    /// Upstream calls made, including the one that answered.
     pub attempts: u32,
 }
 
@@ -43,19 +52,144 @@ pub struct Served {
 pub struct StreamStart {
     /// The first chunk, already read.
     pub first: ChatChunk,
-    /// The rest; it reports its outcome to the provider actor and honours the deadline.
+    /// The rest; it reports its outcome to the upstream and honours the deadline.
     pub rest: ChunkStream,
     /// Who is serving it.
     pub served: Served,
 }
 
-fn report(route: &Route, result: &Result<(), &ProviderError>) {
-    match result {
-        Ok(()) => route.upstream.record_success(),
-        // The upstream judged the request invalid: that says nothing bad about its health.
-        Err(e) if !e.should_fail_over() => route.upstream.record_success(),
-        Err(e) => route.upstream.record_failure(e.to_string()),
+enum Answer {
+    Whole(ChatResponse),
+    Stream(ChatChunk, ChunkStream),
+}
+
+async fn attempt(
+    lease: &Lease,
+    route: &Route,
+    req: &ChatRequest,
+    deadline: Instant,
+    stream: bool,
+) -> Result<Answer, ProviderError> {
+    let attempt_deadline = deadline.min(Instant::now() + lease.spec().attempt_timeout);
+    if !stream {
+        return lease
+            .chat(&route.model, req, attempt_deadline)
+            .await
+            .map(Answer::Whole);
     }
+    let mut s = lease
+        .chat_stream(&route.model, req, attempt_deadline)
+        .await?;
+    match tokio::time::timeout_at(attempt_deadline.into(), s.next()).await {
+        Ok(Some(Ok(chunk))) => Ok(Answer::Stream(chunk, s)),
+        Ok(Some(Err(e))) => Err(e),
+        Ok(None) => Err(ProviderError::Stream {
+            provider: route.provider.clone(),
+            message: "stream ended before any chunk".to_owned(),
+        }),
+        Err(_) => Err(ProviderError::Timeout {
+            provider: route.provider.clone(),
+        }),
+    }
+}
+
+fn soonest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+async fn run(
+    routes: &[Route],
+    req: &ChatRequest,
+    deadline: Instant,
+    stream: bool,
+) -> Result<(Answer, Lease, Served), ApiError> {
+    let est_tokens = req.estimate_tokens();
+    // The last failure of each provider, in chain order, for the final message.
+    let mut last: Vec<(String, ProviderError)> = Vec::new();
+    let mut remember =
+        |e: ProviderError, provider: &str| match last.iter_mut().find(|(p, _)| p == provider) {
+            Some(slot) => slot.1 = e,
+            None => last.push((provider.to_owned(), e)),
+        };
+    let mut calls = 0u32;
+    'rounds: for _ in 0..MAX_ROUNDS {
+        let mut next_chance: Option<Duration> = None;
+        for route in routes {
+            let retry = &route.upstream.spec().retry;
+            let mut retries = 0;
+            loop {
+                if Instant::now() >= deadline {
+                    break 'rounds;
+                }
+                let lease = match route.upstream.admit(est_tokens, deadline).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        next_chance = soonest(next_chance, e.available_in());
+                        remember(e, &route.provider);
+                        break;
+                    }
+                };
+                calls += 1;
+                match attempt(&lease, route, req, deadline, stream).await {
+                    Ok(answer) => {
+                        let served = Served {
+                            provider: route.provider.clone(),
+                            model: route.model.clone(),
+                            attempts: calls,
+                        };
+                        return Ok((answer, lease, served));
+                    }
+                    Err(e) => {
+                        lease.settle(Err(&e));
+                        if !e.should_fail_over() {
+                            return Err(e.into_api_error());
+                        }
+                        next_chance = soonest(next_chance, e.available_in());
+                        let again = e.retry_same() && retries < retry.max_retries;
+                        tracing::warn!(provider = %route.provider, error = %e, retrying = again, "upstream call failed");
+                        remember(e, &route.provider);
+                        if !again {
+                            break;
+                        }
+                        let pause = backoff(retry, retries);
+                        if Instant::now() + pause >= deadline {
+                            break;
+                        }
+                        tokio::time::sleep(pause).await;
+                        retries += 1;
+                    }
+                }
+            }
+        }
+        // Wait for capacity only as long as the upstreams' configured bound: a client is
+        // better served by a prompt 429 with `Retry-After` than by a long silent wait.
+        let patience = routes
+            .iter()
+            .map(|r| r.upstream.spec().limits.max_wait)
+            .max()
+            .unwrap_or_default();
+        match next_chance {
+            Some(wait) if wait <= patience && Instant::now() + wait < deadline => {
+                tracing::debug!(
+                    wait_ms = wait.as_millis() as u64,
+                    "every upstream is busy; waiting for the soonest"
+                );
+                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            }
+            _ => break,
+        }
+    }
+    if last.is_empty() {
+        return Err(ApiError::Timeout(
+            "the request's deadline passed before any upstream was tried".to_owned(),
+        ));
+    }
+    Err(ProviderError::summarise(
+        last.into_iter().map(|(_, e)| e).collect(),
+    ))
 }
 
 /// Run a non-streamed request along the chain.
@@ -64,38 +198,15 @@ pub async fn complete(
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<(ChatResponse, Served), ApiError> {
-    let mut errors = Vec::new();
-    for (i, route) in routes.iter().enumerate() {
-        let result = match route.upstream.lease() {
-            Ok(lease) => lease.chat(&route.model, req, deadline).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(resp) => {
-                report(route, &Ok(()));
-                let served = Served {
-                    provider: route.provider.clone(),
-                    model: route.model.clone(),
-                    attempts: (i + 1) as u32,
-                };
-                return Ok((resp, served));
-            }
-            Err(e) => {
-                report(route, &Err(&e));
-                if !e.should_fail_over() {
-                    return Err(e.into_api_error());
-                }
-                tracing::warn!(provider = %route.provider, error = %e, "upstream failed; trying next target");
-                let timed_out =
-                    matches!(e, ProviderError::Timeout { .. }) || Instant::now() >= deadline;
-                errors.push(e);
-                if timed_out {
-                    break;
-                }
-            }
+    match run(routes, req, deadline, false).await? {
+        (Answer::Whole(resp), lease, served) => {
+            lease.settle(Ok(()));
+            Ok((resp, served))
         }
+        (Answer::Stream(..), _, _) => Err(ApiError::Internal(
+            "a stream answered a non-streamed request".to_owned(),
+        )),
     }
-    Err(ProviderError::summarise(errors))
 }
 
 /// Run a streamed request along the chain until one target yields its first chunk.
@@ -104,92 +215,51 @@ pub async fn stream(
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<StreamStart, ApiError> {
-    let mut errors = Vec::new();
-    for (i, route) in routes.iter().enumerate() {
-        let attempt = async {
-            let lease = route.upstream.lease()?;
-            let mut s = lease.chat_stream(&route.model, req, deadline).await?;
-            let first = tokio::time::timeout_at(deadline.into(), s.next()).await;
-            match first {
-                Ok(Some(Ok(chunk))) => Ok((chunk, s)),
-                Ok(Some(Err(e))) => Err(e),
-                Ok(None) => Err(ProviderError::Stream {
-                    provider: route.provider.clone(),
-                    message: "stream ended before any chunk".to_owned(),
-                }),
-                Err(_) => Err(ProviderError::Timeout {
-                    provider: route.provider.clone(),
-                }),
-            }
-        };
-        match attempt.await {
-            Ok((first, rest)) => {
-                let served = Served {
-                    provider: route.provider.clone(),
-                    model: route.model.clone(),
-                    attempts: (i + 1) as u32,
-                };
-                return Ok(StreamStart {
-                    first,
-                    rest: watch(rest, route.clone(), deadline),
-                    served,
-                });
-            }
-            Err(e) => {
-                report(route, &Err(&e));
-                if !e.should_fail_over() {
-                    return Err(e.into_api_error());
-                }
-                tracing::warn!(provider = %route.provider, error = %e, "upstream stream failed before the first chunk; trying next target");
-                let timed_out =
-                    matches!(e, ProviderError::Timeout { .. }) || Instant::now() >= deadline;
-                errors.push(e);
-                if timed_out {
-                    break;
-                }
-            }
-        }
+    match run(routes, req, deadline, true).await? {
+        (Answer::Stream(first, rest), lease, served) => Ok(StreamStart {
+            first,
+            rest: watch(rest, lease, deadline),
+            served,
+        }),
+        (Answer::Whole(_), _, _) => Err(ApiError::Internal(
+            "a whole answer to a streamed request".to_owned(),
+        )),
     }
-    Err(ProviderError::summarise(errors))
 }
 
 struct Watch {
     inner: ChunkStream,
-    route: Route,
+    lease: Option<Lease>,
     deadline: tokio::time::Instant,
-    done: bool,
 }
 
-/// Enforce the deadline on the rest of a stream and report how it ended.
-fn watch(inner: ChunkStream, route: Route, deadline: Instant) -> ChunkStream {
+/// Enforce the deadline on the rest of a stream and settle the lease when it ends.
+fn watch(inner: ChunkStream, lease: Lease, deadline: Instant) -> ChunkStream {
     let st = Watch {
         inner,
-        route,
+        lease: Some(lease),
         deadline: deadline.into(),
-        done: false,
     };
     futures_util::stream::unfold(st, |mut st| async move {
-        if st.done {
-            return None;
-        }
+        let lease = st.lease.take()?;
         match tokio::time::timeout_at(st.deadline, st.inner.next()).await {
-            Ok(Some(Ok(chunk))) => Some((Ok(chunk), st)),
+            Ok(Some(Ok(chunk))) => {
+                st.lease = Some(lease);
+                Some((Ok(chunk), st))
+            }
             Ok(Some(Err(e))) => {
-                st.done = true;
-                report(&st.route, &Err(&e));
+                lease.settle(Err(&e));
                 Some((Err(e), st))
             }
             Ok(None) => {
-                st.done = true;
-                report(&st.route, &Ok(()));
+                lease.settle(Ok(()));
                 None
             }
             Err(_) => {
-                st.done = true;
                 let e = ProviderError::Timeout {
-                    provider: st.route.provider.clone(),
+                    provider: lease.spec().name.clone(),
                 };
-                report(&st.route, &Err(&e));
+                lease.settle(Err(&e));
                 Some((Err(e), st))
             }
         }

@@ -57,6 +57,24 @@ pub enum ProviderError {
         /// Why.
         message: String,
     },
+    /// Not sent: a client-side limit or a 429 cool-down is in force.
+    #[error("{provider}: not sent: {reason} (retry in {} ms)", retry_after.as_millis())]
+    Limited {
+        /// Provider name.
+        provider: String,
+        /// When capacity is expected.
+        retry_after: Duration,
+        /// Which limit.
+        reason: String,
+    },
+    /// Not sent: the circuit breaker is open.
+    #[error("{provider}: not sent: circuit open (probe in {} ms)", retry_after.as_millis())]
+    CircuitOpen {
+        /// Provider name.
+        provider: String,
+        /// When a probe will be allowed.
+        retry_after: Duration,
+    },
 }
 
 impl ProviderError {
@@ -65,11 +83,40 @@ impl ProviderError {
     pub fn should_fail_over(&self) -> bool {
         match self {
             Self::Status { status, .. } => !matches!(status, 400 | 413 | 422),
+            Self::Limited { .. } | Self::CircuitOpen { .. } => true,
             Self::Connect { .. }
             | Self::Timeout { .. }
             | Self::Decode { .. }
             | Self::Stream { .. }
             | Self::Unavailable { .. } => true,
+        }
+    }
+
+    /// Whether trying the same upstream again soon may help (transient faults). A 429 is not:
+    /// it cools the upstream and the chain moves on.
+    pub fn retry_same(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => *status == 408 || *status >= 500,
+            Self::Connect { .. }
+            | Self::Timeout { .. }
+            | Self::Decode { .. }
+            | Self::Stream { .. } => true,
+            Self::Unavailable { .. } | Self::Limited { .. } | Self::CircuitOpen { .. } => false,
+        }
+    }
+
+    /// For failures that mean "not now": when the upstream may take the request.
+    pub fn available_in(&self) -> Option<Duration> {
+        match self {
+            Self::Status {
+                status: 429,
+                retry_after,
+                ..
+            } => Some(retry_after.unwrap_or(Duration::from_secs(1))),
+            Self::Limited { retry_after, .. } | Self::CircuitOpen { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
         }
     }
 
@@ -95,7 +142,13 @@ impl ProviderError {
             Self::Status { .. } | Self::Decode { .. } | Self::Stream { .. } => {
                 ApiError::BadGateway(text)
             }
-            Self::Connect { .. } | Self::Unavailable { .. } => ApiError::Unavailable(text),
+            Self::Limited { retry_after, .. } => ApiError::RateLimited {
+                message: text,
+                retry_after: Some(retry_after),
+            },
+            Self::Connect { .. } | Self::Unavailable { .. } | Self::CircuitOpen { .. } => {
+                ApiError::Unavailable(text)
+            }
         }
     }
 
@@ -118,19 +171,21 @@ impl ProviderError {
                 .join("; ")
         );
         let all = |f: fn(&ProviderError) -> bool| errors.iter().all(f);
-        if all(|e| matches!(e, Self::Status { status: 429, .. })) {
-            let retry_after = errors
-                .iter()
-                .filter_map(|e| match e {
-                    Self::Status { retry_after, .. } => *retry_after,
-                    _ => None,
-                })
-                .min();
+        if all(|e| matches!(e, Self::Status { status: 429, .. } | Self::Limited { .. })) {
+            let retry_after = errors.iter().filter_map(Self::available_in).min();
             ApiError::RateLimited {
                 message: text,
                 retry_after,
             }
-        } else if all(|e| matches!(e, Self::Connect { .. } | Self::Unavailable { .. })) {
+        } else if all(|e| {
+            matches!(
+                e,
+                Self::Connect { .. }
+                    | Self::Unavailable { .. }
+                    | Self::CircuitOpen { .. }
+                    | Self::Limited { .. }
+            )
+        }) {
             ApiError::Unavailable(text)
         } else if matches!(last, Self::Timeout { .. }) {
             ApiError::Timeout(text)

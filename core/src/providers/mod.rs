@@ -7,13 +7,17 @@
 //! own task, so a client that disconnects drops the upstream call. The actor owns the lifecycle:
 //! it is supervised, and a restart rebuilds the connection pool and resets the state in place.
 
+pub mod anthropic;
 pub mod chain;
 pub mod error;
+pub mod gemini;
+pub mod http;
 pub mod openai;
+pub mod resilience;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
@@ -24,15 +28,19 @@ use crate::config::{ProviderKind, ProviderSpec};
 use crate::types::{ChatChunk, ChatRequest, ChatResponse};
 
 pub use error::ProviderError;
+use resilience::{Breaker, BreakerState, Limits, Permit};
 
 /// A stream of chunks from an upstream.
 pub type ChunkStream = BoxStream<'static, Result<ChatChunk, ProviderError>>;
 
-/// One upstream's shared state: settings, connection pool and health. Owned and reset by its
-/// [`ProviderActor`]; read and updated lock-free by request handlers.
+/// One upstream's shared state: settings, connection pool, limits and health. Owned and reset
+/// by its [`ProviderActor`]; read and updated lock-free (or under a brief lock) by handlers.
 pub struct Upstream {
     spec: Arc<ProviderSpec>,
     client: ArcSwap<reqwest::Client>,
+    limits: Limits,
+    breaker: ArcSwap<Breaker>,
+    cooling_until: Mutex<Option<Instant>>,
     requests: AtomicU64,
     failures: AtomicU64,
     restarts: AtomicU64,
@@ -45,8 +53,11 @@ impl Upstream {
     pub fn new(spec: Arc<ProviderSpec>) -> Result<Self, ProviderError> {
         let client = build_client(&spec)?;
         Ok(Self {
+            limits: Limits::new(&spec.limits),
+            breaker: ArcSwap::from_pointee(Breaker::new(spec.breaker.clone())),
             spec,
             client: ArcSwap::from_pointee(client),
+            cooling_until: Mutex::new(None),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
@@ -60,22 +71,72 @@ impl Upstream {
         &self.spec.name
     }
 
-    /// Admit one call.
-    pub fn lease(&self) -> Result<Lease, ProviderError> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        Ok(Lease {
-            spec: Arc::clone(&self.spec),
+    /// Settings.
+    pub fn spec(&self) -> &ProviderSpec {
+        &self.spec
+    }
+
+    /// Admit one call: the breaker, a 429 cool-down, then RPM/TPM capacity (waiting up to the
+    /// configured bound, never past `deadline`).
+    pub async fn admit(
+        self: &Arc<Self>,
+        est_tokens: u32,
+        deadline: Instant,
+    ) -> Result<Lease, ProviderError> {
+        let name = &self.spec.name;
+        let cooling = self.cooling_until.lock().ok().and_then(|g| *g);
+        if let Some(until) = cooling {
+            let now = Instant::now();
+            if until > now {
+                return Err(ProviderError::Limited {
+                    provider: name.clone(),
+                    retry_after: until - now,
+                    reason: "cooling down after a 429".to_owned(),
+                });
+            }
+        }
+        let breaker = self.breaker.load_full();
+        let probe = match breaker.permit(name) {
+            Permit::Normal => false,
+            Permit::Probe => true,
+            Permit::RefusedUntil(t) => {
+                return Err(ProviderError::CircuitOpen {
+                    provider: name.clone(),
+                    retry_after: t.saturating_duration_since(Instant::now()),
+                })
+            }
+        };
+        let mut lease = Lease {
+            upstream: Arc::clone(self),
             client: reqwest::Client::clone(&self.client.load()),
-        })
+            breaker,
+            probe,
+            settled: false,
+        };
+        if let Err(wait) = self.limits.acquire(est_tokens, deadline).await {
+            lease.settled = true;
+            lease.breaker.neutral(probe);
+            return Err(ProviderError::Limited {
+                provider: name.clone(),
+                retry_after: wait,
+                reason: "client-side RPM/TPM limit".to_owned(),
+            });
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(lease)
     }
 
-    /// The upstream answered.
-    pub fn record_success(&self) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
+    fn cool_for(&self, d: Duration) {
+        let until = Instant::now() + d.min(Duration::from_secs(300));
+        if let Ok(mut g) = self.cooling_until.lock() {
+            if g.is_none_or(|t| t < until) {
+                *g = Some(until);
+                tracing::info!(provider = %self.spec.name, cooling_ms = d.as_millis() as u64, "upstream cooling down");
+            }
+        }
     }
 
-    /// The upstream failed (message already safe to log).
-    pub fn record_failure(&self, message: String) {
+    fn record_failure(&self, message: String) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let n = self
             .consecutive_failures
@@ -92,9 +153,21 @@ impl Upstream {
     /// A health snapshot.
     pub fn health(&self) -> ProviderHealth {
         let consecutive_failures = self.consecutive_failures.load(Ordering::Relaxed);
+        let (breaker, _, open_for) = self.breaker.load().snapshot();
+        let cooling_ms = self
+            .cooling_until
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64)
+            .filter(|ms| *ms > 0);
         ProviderHealth {
             name: self.spec.name.clone(),
-            healthy: consecutive_failures < UNHEALTHY_AFTER,
+            kind: self.spec.kind,
+            healthy: breaker == BreakerState::Closed && consecutive_failures < UNHEALTHY_AFTER,
+            breaker,
+            breaker_open_ms: open_for.map(|d| d.as_millis() as u64),
+            cooling_ms,
             consecutive_failures,
             requests: self.requests.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
@@ -111,23 +184,82 @@ impl Upstream {
                 tracing::error!(provider = %self.spec.name, error = %e, "keeping old HTTP client")
             }
         }
+        self.breaker
+            .store(Arc::new(Breaker::new(self.spec.breaker.clone())));
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        if let Ok(mut g) = self.cooling_until.lock() {
+            *g = None;
+        }
         if let Ok(mut g) = self.last_error.lock() {
             *g = None;
         }
     }
 }
 
-/// Permission to call an upstream, with what the call needs.
-#[derive(Clone)]
+/// Permission to call an upstream once; report how it went with [`Lease::settle`]. A lease
+/// dropped unsettled (the client went away) tells the breaker nothing.
 pub struct Lease {
-    /// The upstream's settings.
-    pub spec: Arc<ProviderSpec>,
-    /// The upstream's connection pool.
-    pub client: reqwest::Client,
+    upstream: Arc<Upstream>,
+    client: reqwest::Client,
+    breaker: Arc<Breaker>,
+    probe: bool,
+    settled: bool,
 }
 
 impl Lease {
+    /// The upstream's settings.
+    pub fn spec(&self) -> &ProviderSpec {
+        &self.upstream.spec
+    }
+
+    /// The connection pool.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Whether this call is the breaker's half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// Note the provider's rate-limit headers: a spent request budget cools the upstream.
+    pub fn observe_headers(&self, h: &reqwest::header::HeaderMap) {
+        if let Some(d) = resilience::exhausted_for(h) {
+            self.upstream.cool_for(d);
+        }
+    }
+
+    /// Record the outcome for health, breaker and cooling.
+    pub fn settle(mut self, result: Result<(), &ProviderError>) {
+        self.settled = true;
+        let up = &self.upstream;
+        let name = &up.spec.name;
+        match result {
+            Ok(()) => {
+                up.consecutive_failures.store(0, Ordering::Relaxed);
+                self.breaker.success(name, self.probe);
+            }
+            Err(ProviderError::Status {
+                status: 429,
+                retry_after,
+                ..
+            }) => {
+                up.cool_for(retry_after.unwrap_or(Duration::from_secs(1)));
+                self.breaker.neutral(self.probe);
+            }
+            // The upstream judged the request invalid: nothing bad about its health.
+            Err(e) if !e.should_fail_over() => {
+                up.consecutive_failures.store(0, Ordering::Relaxed);
+                self.breaker.success(name, self.probe);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.breaker.failure(name, self.probe, &msg);
+                up.record_failure(msg);
+            }
+        }
+    }
+
     /// Non-streamed chat completion in this upstream's wire format.
     pub async fn chat(
         &self,
@@ -135,8 +267,10 @@ impl Lease {
         req: &ChatRequest,
         deadline: Instant,
     ) -> Result<ChatResponse, ProviderError> {
-        match self.spec.kind {
+        match self.spec().kind {
             ProviderKind::OpenAi => openai::chat(self, model, req, deadline).await,
+            ProviderKind::Anthropic => anthropic::chat(self, model, req, deadline).await,
+            ProviderKind::Gemini => gemini::chat(self, model, req, deadline).await,
         }
     }
 
@@ -147,8 +281,18 @@ impl Lease {
         req: &ChatRequest,
         deadline: Instant,
     ) -> Result<ChunkStream, ProviderError> {
-        match self.spec.kind {
+        match self.spec().kind {
             ProviderKind::OpenAi => openai::chat_stream(self, model, req, deadline).await,
+            ProviderKind::Anthropic => anthropic::chat_stream(self, model, req, deadline).await,
+            ProviderKind::Gemini => gemini::chat_stream(self, model, req, deadline).await,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.breaker.neutral(self.probe);
         }
     }
 }
@@ -169,8 +313,16 @@ pub struct Restart;
 pub struct ProviderHealth {
     /// Provider name.
     pub name: String,
-    /// No recent run of failures.
+    /// Wire format.
+    pub kind: ProviderKind,
+    /// Breaker closed and no recent run of failures.
     pub healthy: bool,
+    /// Circuit breaker state.
+    pub breaker: BreakerState,
+    /// Time until the open breaker lets a probe through.
+    pub breaker_open_ms: Option<u64>,
+    /// Time left cooling down after a 429.
+    pub cooling_ms: Option<u64>,
     /// Failures in a row.
     pub consecutive_failures: u32,
     /// Calls admitted since start.

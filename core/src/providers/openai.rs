@@ -4,141 +4,49 @@
 //! name; decoding parses the JSON body or the SSE stream (`data: {...}` lines, then
 //! `data: [DONE]`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 
 use super::error::truncate;
+use super::http::{remaining, status_error, transport_error, WireError, MAX_ERROR_MESSAGE};
 use super::{ChunkStream, Lease, ProviderError};
-use crate::types::{ChatChunk, ChatRequest, ChatResponse};
-
-/// Longest upstream error message passed on to clients and logs.
-const MAX_ERROR_MESSAGE: usize = 512;
-/// Largest upstream error body read.
-const MAX_ERROR_BODY: usize = 64 * 1024;
-
-/// OpenAI's error body, for the message.
-#[derive(Deserialize)]
-struct WireError {
-    error: WireErrorInner,
-}
-
-#[derive(Deserialize)]
-struct WireErrorInner {
-    #[serde(default)]
-    message: Option<String>,
-}
+use crate::types::{ChatChunk, ChatRequest, ChatResponse, Content, Dialect};
 
 fn request(lease: &Lease, model: &str, req: &ChatRequest, stream: bool) -> reqwest::RequestBuilder {
     let mut body = req.clone();
     body.model = model.to_owned();
     body.stream = stream;
-    let url = format!("{}/chat/completions", lease.spec.base_url);
-    let mut rb = lease.client.post(url).json(&body);
-    if let Some(key) = &lease.spec.api_key {
+    if stream {
+        // Always ask for usage, for accounting; the client sees it only if it asked too.
+        let mut opts = match body.stream_options.take() {
+            Some(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        opts.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+        body.stream_options = Some(serde_json::Value::Object(opts));
+    }
+    if body.dialect != Dialect::OpenAi {
+        // Fields of another dialect (e.g. Anthropic's `top_k`, `cache_control`) would be
+        // rejected by OpenAI; only OpenAI's own unknown fields pass through.
+        body.extra.clear();
+        for m in &mut body.messages {
+            m.extra.clear();
+            if let Some(Content::Parts(parts)) = &mut m.content {
+                for p in parts {
+                    p.extra.remove("cache_control");
+                }
+            }
+        }
+    }
+    let url = format!("{}/chat/completions", lease.spec().base_url);
+    let mut rb = lease.client().post(url).json(&body);
+    if let Some(key) = &lease.spec().api_key {
         rb = rb.bearer_auth(key.expose_secret());
     }
     rb
-}
-
-fn remaining(provider: &str, deadline: Instant) -> Result<Duration, ProviderError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(ProviderError::Timeout {
-            provider: provider.to_owned(),
-        });
-    }
-    Ok(left)
-}
-
-/// Map a transport error without leaking URLs with credentials.
-pub(crate) fn transport_error(provider: &str, e: &reqwest::Error) -> ProviderError {
-    if e.is_timeout() {
-        ProviderError::Timeout {
-            provider: provider.to_owned(),
-        }
-    } else if e.is_decode() || e.is_body() {
-        ProviderError::Stream {
-            provider: provider.to_owned(),
-            message: source_chain(e),
-        }
-    } else {
-        ProviderError::Connect {
-            provider: provider.to_owned(),
-            message: source_chain(e),
-        }
-    }
-}
-
-fn source_chain(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut parts = Vec::new();
-    let mut cur: Option<&dyn std::error::Error> = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
-    }
-    if parts.is_empty() {
-        "request failed".to_owned()
-    } else {
-        truncate(&parts.join(": "), MAX_ERROR_MESSAGE)
-    }
-}
-
-/// Turn a non-success response into a [`ProviderError::Status`].
-pub(crate) async fn status_error(provider: &str, resp: reqwest::Response) -> ProviderError {
-    let status = resp.status().as_u16();
-    let retry_after = parse_retry_after(resp.headers());
-    let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= MAX_ERROR_BODY {
-            break;
-        }
-    }
-    tracing::debug!(provider, status, body = %String::from_utf8_lossy(&body), "upstream error body");
-    let message = serde_json::from_slice::<WireError>(&body)
-        .ok()
-        .and_then(|w| w.error.message)
-        .unwrap_or_else(|| {
-            reqwest::StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("error")
-                .to_owned()
-        });
-    ProviderError::Status {
-        provider: provider.to_owned(),
-        status,
-        message: truncate(&message, MAX_ERROR_MESSAGE),
-        retry_after,
-    }
-}
-
-/// `Retry-After` as seconds (the HTTP-date form is rare from APIs and treated as absent), or
-/// OpenAI's `retry-after-ms`.
-pub(crate) fn parse_retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
-    if let Some(ms) = h
-        .get("retry-after-ms")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-    {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
-    }
-    let secs = h
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<f64>()
-        .ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
 }
 
 /// One non-streamed call.
@@ -148,13 +56,14 @@ pub async fn chat(
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChatResponse, ProviderError> {
-    let name = lease.spec.name.as_str();
+    let name = lease.spec().name.as_str();
     let left = remaining(name, deadline)?;
     let resp = request(lease, model, req, false)
         .timeout(left)
         .send()
         .await
         .map_err(|e| transport_error(name, &e))?;
+    lease.observe_headers(resp.headers());
     if !resp.status().is_success() {
         return Err(status_error(name, resp).await);
     }
@@ -172,13 +81,14 @@ pub async fn chat_stream(
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChunkStream, ProviderError> {
-    let name = lease.spec.name.clone();
+    let name = lease.spec().name.clone();
     let left = remaining(&name, deadline)?;
     let send = request(lease, model, req, true).send();
     let resp = match tokio::time::timeout(left, send).await {
         Ok(r) => r.map_err(|e| transport_error(&name, &e))?,
         Err(_) => return Err(ProviderError::Timeout { provider: name }),
     };
+    lease.observe_headers(resp.headers());
     if !resp.status().is_success() {
         return Err(status_error(&name, resp).await);
     }

@@ -52,6 +52,47 @@ pub struct ChatRequest {
     /// Everything else, passed through.
     #[serde(flatten)]
     pub extra: Extra,
+    /// The API dialect the request came in (decides which unknown fields may pass through to
+    /// an upstream of another format).
+    #[serde(skip)]
+    pub dialect: Dialect,
+}
+
+/// The API dialect of a client request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI chat completions.
+    #[default]
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+}
+
+impl ChatRequest {
+    /// A rough token count for client-side TPM limits: four characters per token for the
+    /// prompt, plus the completion budget (or 256 when none is set).
+    pub fn estimate_tokens(&self) -> u32 {
+        let chars: usize = self
+            .messages
+            .iter()
+            .filter_map(|m| m.content.as_ref())
+            .map(|c| match c {
+                Content::Text(s) => s.len(),
+                Content::Parts(p) => p
+                    .iter()
+                    .filter_map(|p| p.text.as_ref())
+                    .map(String::len)
+                    .sum(),
+            })
+            .sum();
+        let out = self
+            .max_completion_tokens
+            .or(self.max_tokens)
+            .unwrap_or(256);
+        u32::try_from(chars / 4)
+            .unwrap_or(u32::MAX)
+            .saturating_add(out)
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -166,12 +207,40 @@ pub struct Usage {
     /// Sum of both.
     #[serde(default)]
     pub total_tokens: u64,
-    /// Breakdown of prompt tokens (cached tokens, ...).
+    /// Breakdown of prompt tokens (`cached_tokens`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<Value>,
     /// Everything else, passed through.
     #[serde(flatten)]
     pub extra: Extra,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic), part of `prompt_tokens`.
+    #[serde(skip)]
+    pub cache_creation_tokens: u64,
+}
+
+impl Usage {
+    /// Prompt tokens read from the provider's prompt cache (part of `prompt_tokens`).
+    pub fn cached_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .as_ref()
+            .and_then(|d| d.get("cached_tokens"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    }
+
+    /// Usage from its parts; `prompt` excludes cache reads and writes (Anthropic's counting).
+    pub fn from_parts(prompt: u64, completion: u64, cache_read: u64, cache_creation: u64) -> Self {
+        let prompt_tokens = prompt + cache_read + cache_creation;
+        Self {
+            prompt_tokens,
+            completion_tokens: completion,
+            total_tokens: prompt_tokens + completion,
+            prompt_tokens_details: (cache_read > 0)
+                .then(|| serde_json::json!({"cached_tokens": cache_read})),
+            extra: Extra::new(),
+            cache_creation_tokens: cache_creation,
+        }
+    }
 }
 
 /// A complete (non-streamed) answer.
@@ -215,6 +284,9 @@ pub struct Choice {
     /// Everything else (logprobs, ...), passed through.
     #[serde(flatten)]
     pub extra: Extra,
+    /// Which stop sequence ended generation, when the upstream says (Anthropic).
+    #[serde(skip)]
+    pub stop_sequence: Option<String>,
 }
 
 /// The assistant's message in an answer.
@@ -278,6 +350,9 @@ pub struct ChunkChoice {
     /// Everything else, passed through.
     #[serde(flatten)]
     pub extra: Extra,
+    /// Which stop sequence ended generation, when the upstream says (Anthropic).
+    #[serde(skip)]
+    pub stop_sequence: Option<String>,
 }
 
 /// New content in a chunk.

@@ -250,6 +250,19 @@ pub struct RequestKnobs {
     /// Reply with the request body exactly as received (to check pass-through).
     #[serde(default)]
     pub echo: bool,
+    /// Answer with this tool call instead of text.
+    #[serde(default)]
+    pub tool_call: Option<MockToolCall>,
+}
+
+/// A scripted tool call.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MockToolCall {
+    /// Function name.
+    pub name: String,
+    /// Arguments object.
+    #[serde(default)]
+    pub arguments: serde_json::Value,
 }
 
 #[cfg(test)]

@@ -3,8 +3,11 @@
 //! Control endpoints: `GET /_mock/stats` (counters), `POST /_mock/config` (replace the instance
 //! knobs with a [`MockConfig`] JSON), `POST /_mock/reset` (zero the counters).
 
+pub mod anthropic;
+pub mod gemini;
 pub mod knobs;
 pub mod openai;
+pub mod plan;
 
 use std::convert::Infallible;
 use std::io;
@@ -200,6 +203,16 @@ impl MockServer {
         format!("http://{}/v1", self.addr)
     }
 
+    /// Base URL for an Anthropic-format provider (`http://host:port/v1`).
+    pub fn anthropic_base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Base URL for a Gemini-format provider (`http://host:port/v1beta`).
+    pub fn gemini_base_url(&self) -> String {
+        format!("http://{}/v1beta", self.addr)
+    }
+
     /// The counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
@@ -284,6 +297,22 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
     };
     match (method, path.as_str()) {
         (Method::POST, "/v1/chat/completions") => openai::chat(&body, &shared).await,
+        (Method::POST, "/v1/messages") => anthropic::messages(&body, &shared).await,
+        (Method::POST, p) if p.starts_with("/v1beta/models/") => {
+            let rest = &p["/v1beta/models/".len()..];
+            match rest.rsplit_once(':') {
+                Some((model, "generateContent")) => {
+                    gemini::generate(model, false, &body, &shared).await
+                }
+                Some((model, "streamGenerateContent")) => {
+                    gemini::generate(model, true, &body, &shared).await
+                }
+                _ => Ok(openai_error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no route {p}"),
+                )),
+            }
+        }
         (Method::GET, "/v1/models") => Ok(json_response(
             StatusCode::OK,
             &serde_json::json!({"object": "list", "data": [{"id": "mock-model", "object": "model", "created": 0, "owned_by": "mock"}]}),
