@@ -15,7 +15,10 @@ log "cargo build (binaries)"
 cargo build --workspace --bins --locked
 
 log "cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked -- --skip fault_run
+
+log "fault run: 2,000 requests over two upstreams failing 30% each"
+cargo test --locked -p switchyard-tests --test resilience fault_run -- --nocapture
 
 log "OpenAI SDK against the daemon"
 ensure_venv tests/python/requirements.txt
@@ -30,7 +33,11 @@ trap cleanup EXIT
 
 mock_port="$(free_port)"
 gw_port="$(free_port)"
-"$TARGET_DIR/debug/mock-upstream" --listen "127.0.0.1:$mock_port" >"$work/mock.log" 2>&1 &
+# A provider key that must reach the upstream in each format's header, and never show up in
+# logs or answers.
+export SWITCHYARD_TEST_UPSTREAM_KEY="sk-upstream-secret-$RANDOM$RANDOM"
+MOCK_UPSTREAM_API_KEY="$SWITCHYARD_TEST_UPSTREAM_KEY" \
+  "$TARGET_DIR/debug/mock-upstream" --listen "127.0.0.1:$mock_port" >"$work/mock.log" 2>&1 &
 pids+=($!)
 key="sy-test-$(date +%s)-$RANDOM"
 hash="$(printf '%s\n' "$key" | "$TARGET_DIR/debug/switchyard" hash-key)"
@@ -46,9 +53,24 @@ hash = "$hash"
 [providers.mock]
 type = "openai"
 base_url = "http://127.0.0.1:$mock_port/v1"
+api_key = "env::SWITCHYARD_TEST_UPSTREAM_KEY"
+[providers.mock-anthropic]
+type = "anthropic"
+base_url = "http://127.0.0.1:$mock_port/v1"
+api_key = "env::SWITCHYARD_TEST_UPSTREAM_KEY"
+limit_wait_ms = 0
+[providers.mock-gemini]
+type = "gemini"
+base_url = "http://127.0.0.1:$mock_port/v1beta"
+api_key = "env::SWITCHYARD_TEST_UPSTREAM_KEY"
+limit_wait_ms = 0
 
 [models."gpt-mock"]
 targets = [{ provider = "mock", model = "mock-model" }]
+[models."claude-mock"]
+targets = [{ provider = "mock-anthropic", model = "claude-mock-upstream" }]
+[models."gemini-mock"]
+targets = [{ provider = "mock-gemini", model = "gemini-mock-upstream" }]
 TOML
 "$TARGET_DIR/debug/switchyard" check-config "$work/switchyard.toml"
 "$TARGET_DIR/debug/switchyard" serve --config "$work/switchyard.toml" >"$work/switchyard.log" 2>&1 &
@@ -56,9 +78,12 @@ pids+=($!)
 wait_http "http://127.0.0.1:$gw_port/readyz" 60 || { cat "$work/switchyard.log"; exit 1; }
 if grep -q "$key" "$work/switchyard.log"; then echo "the API key leaked into the log" >&2; exit 1; fi
 
-SWITCHYARD_URL="http://127.0.0.1:$gw_port/v1" SWITCHYARD_KEY="$key" SWITCHYARD_MODEL="gpt-mock" \
-  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python/test_openai_sdk.py || {
+SWITCHYARD_URL="http://127.0.0.1:$gw_port/v1" SWITCHYARD_BASE="http://127.0.0.1:$gw_port" \
+SWITCHYARD_KEY="$key" SWITCHYARD_MODEL="gpt-mock" SWITCHYARD_MODELS="gpt-mock,claude-mock,gemini-mock" \
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python/ || {
     echo "--- switchyard log ---" >&2; tail -50 "$work/switchyard.log" >&2; exit 1;
   }
-if grep -q "$key" "$work/switchyard.log"; then echo "the API key leaked into the log" >&2; exit 1; fi
+for secret in "$key" "$SWITCHYARD_TEST_UPSTREAM_KEY"; do
+  if grep -q "$secret" "$work/switchyard.log"; then echo "a secret leaked into the log" >&2; exit 1; fi
+done
 log "all tests passed"

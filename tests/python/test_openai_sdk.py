@@ -4,6 +4,7 @@ Needs SWITCHYARD_URL (e.g. http://127.0.0.1:8080/v1), SWITCHYARD_KEY (a configur
 and SWITCHYARD_MODEL (a model mapped to the mock upstream). Started by scripts/test.sh.
 """
 
+import json
 import os
 import time
 
@@ -13,6 +14,8 @@ import pytest
 URL = os.environ["SWITCHYARD_URL"]
 KEY = os.environ["SWITCHYARD_KEY"]
 MODEL = os.environ["SWITCHYARD_MODEL"]
+# The same model name served by each upstream wire format (OpenAI, Anthropic, Gemini).
+MODELS = os.environ.get("SWITCHYARD_MODELS", MODEL).split(",")
 
 
 @pytest.fixture()
@@ -115,3 +118,40 @@ def test_stream_broken_midway_raises(client):
     with pytest.raises(openai.APIError):
         for _ in stream:
             pass
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_upstream_format_serves_the_openai_sdk(client, model):
+    r = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": 'hi #mock{"reply": "served"}'}],
+    )
+    assert r.choices[0].message.content == "served"
+    assert r.usage.completion_tokens == 1
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": 'hi #mock{"reply": "a b c"}'}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, usage = "", None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+    assert text == "a b c"
+    assert usage is not None and usage.completion_tokens == 3
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_upstream_format_maps_tool_calls(client, model):
+    r = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": 'weather? #mock{"tool_call": {"name": "get_weather", "arguments": {"city": "Rome"}}}'}],
+        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+    )
+    call = r.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Rome"}
+    assert r.choices[0].finish_reason == "tool_calls"

@@ -27,7 +27,12 @@ fn user(text: &str) -> Value {
 }
 
 async fn post(gw: &Gateway, body: &Value) -> reqwest::Response {
-    client().post(gw.url("/v1/chat/completions")).json(body).send().await.unwrap()
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn echoed(body: &Value) -> Value {
@@ -39,8 +44,14 @@ fn streamed_tool_call(events: &[Received]) -> (String, String) {
     let mut name = String::new();
     let mut args = String::new();
     for e in events {
-        let Ok(v) = serde_json::from_str::<Value>(&e.data) else { continue };
-        for call in v["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+        let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
+            continue;
+        };
+        for call in v["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             if let Some(n) = call["function"]["name"].as_str() {
                 name.push_str(n);
             }

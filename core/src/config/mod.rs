@@ -293,13 +293,15 @@ pub struct RawBreaker {
 }
 
 fn default_breaker_run() -> u32 {
-    5
+    // High enough that an upstream failing 30% of calls at random (P = 0.3^10) is not taken
+    // for a dead one; a dead one trips it within four requests of three attempts.
+    10
 }
 fn default_breaker_rate() -> f64 {
     0.5
 }
 fn default_breaker_min() -> u32 {
-    20
+    50
 }
 fn default_breaker_window_ms() -> u64 {
     10_000

@@ -27,6 +27,9 @@ struct Args {
     /// Words per reply.
     #[arg(long, default_value_t = 12)]
     reply_words: usize,
+    /// Require this API key, sent the way each format sends it.
+    #[arg(long, env = "MOCK_UPSTREAM_API_KEY")]
+    api_key: Option<String>,
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         itl: args.itl,
         faults,
         reply_words: args.reply_words,
+        api_key: args.api_key,
         ..MockConfig::default()
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();

@@ -200,6 +200,10 @@ pub struct MockConfig {
     /// Words in a generated reply.
     #[serde(default = "default_reply_words")]
     pub reply_words: usize,
+    /// Require this credential, in each format's own header (`Authorization: Bearer`,
+    /// `x-api-key` with `anthropic-version`, `x-goog-api-key`); 401 otherwise.
+    #[serde(default)]
+    pub api_key: Option<String>,
 }
 
 fn default_retry_after() -> u64 {
@@ -218,6 +222,7 @@ impl Default for MockConfig {
             faults: FaultRates::default(),
             retry_after_secs: default_retry_after(),
             reply_words: default_reply_words(),
+            api_key: None,
         }
     }
 }

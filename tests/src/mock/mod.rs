@@ -288,9 +288,36 @@ pub fn openai_error(status: StatusCode, message: &str) -> Response<Body> {
     )
 }
 
+/// Whether the request carries the configured credential the way its format sends it.
+fn authorised(shared: &Shared, path: &str, headers: &hyper::HeaderMap) -> bool {
+    let Some(key) = shared.config().api_key else {
+        return true;
+    };
+    let get = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if path == "/v1/messages" {
+        get("x-api-key") == key && !get("anthropic-version").is_empty()
+    } else if path.starts_with("/v1beta/") {
+        get("x-goog-api-key") == key
+    } else {
+        get("authorization") == format!("Bearer {key}")
+    }
+}
+
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, io::Error> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    if !path.starts_with("/_mock/") && !authorised(&shared, &path, req.headers()) {
+        return Ok(openai_error(
+            StatusCode::UNAUTHORIZED,
+            "mock: missing or wrong API key",
+        ));
+    }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return Err(io::Error::other(e)),

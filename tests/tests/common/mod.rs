@@ -1,7 +1,13 @@
 //! Shared set-up for the end-to-end tests: a real gateway on loopback over real sled files,
 //! in front of real mock upstream servers.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
