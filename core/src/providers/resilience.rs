@@ -372,6 +372,41 @@ mod tests {
     }
 
     #[test]
+    fn spent_budgets_in_headers_are_noticed() {
+        use reqwest::header::{HeaderMap, HeaderValue};
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("0"),
+        );
+        h.insert(
+            "x-ratelimit-reset-requests",
+            HeaderValue::from_static("1m30s"),
+        );
+        assert_eq!(exhausted_for(&h), Some(Duration::from_secs(90)));
+        h.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("5"),
+        );
+        assert_eq!(exhausted_for(&h), None);
+        let mut a = HeaderMap::new();
+        let reset = (chrono::Utc::now() + chrono::Duration::seconds(20)).to_rfc3339();
+        a.insert(
+            "anthropic-ratelimit-requests-remaining",
+            HeaderValue::from_static("0"),
+        );
+        a.insert(
+            "anthropic-ratelimit-requests-reset",
+            HeaderValue::from_str(&reset).unwrap(),
+        );
+        let d = exhausted_for(&a).unwrap();
+        assert!(
+            d > Duration::from_secs(18) && d <= Duration::from_secs(20),
+            "{d:?}"
+        );
+    }
+
+    #[test]
     fn go_durations_parse() {
         assert_eq!(parse_go_duration("1s"), Some(Duration::from_secs(1)));
         assert_eq!(parse_go_duration("6m0s"), Some(Duration::from_secs(360)));
