@@ -173,8 +173,8 @@ async fn a_stream_that_breaks_ends_with_an_anthropic_error_event() {
         assert!(!events.contains(&"message_stop"));
         let last_data: Value = serde_json::from_str(
             text.lines()
-                .filter_map(|l| l.strip_prefix("data: "))
-                .last()
+                .rev()
+                .find_map(|l| l.strip_prefix("data: "))
                 .unwrap(),
         )
         .unwrap();
