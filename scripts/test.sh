@@ -5,6 +5,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
+log "model weights"
+bash scripts/fetch-models.sh >/dev/null
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

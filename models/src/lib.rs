@@ -1,5 +1,18 @@
 //! Local inference for Switchyard on candle: loading weights and tokenizers, embeddings,
 //! classification, summarisation and generation.
 //!
-//! This crate knows nothing of actix or HTTP; `switchyard-core` owns the threads, queues and
-//! lifecycle around it. The models themselves arrive with the local-inference work.
+//! This crate knows nothing of actix or HTTP: it loads models and runs forward passes.
+//! `switchyard-core` owns the threads, queues and lifecycle around it, which keeps inference
+//! testable on its own and reusable by the desktop app.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod device;
+pub mod embed;
+pub mod error;
+pub mod store;
+
+pub use device::{select_device, DeviceChoice};
+pub use embed::Embedder;
+pub use error::ModelError;
+pub use store::{ModelFiles, ModelStore};
