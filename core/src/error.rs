@@ -69,6 +69,14 @@ pub enum ApiError {
     /// No upstream could be reached or none is available.
     #[error("{0}")]
     Unavailable(String),
+    /// A local model is loading or down; try again later.
+    #[error("{message}")]
+    NotReady {
+        /// What is not ready.
+        message: String,
+        /// When to try again, if known.
+        retry_after: Option<Duration>,
+    },
     /// The request's deadline passed.
     #[error("{0}")]
     Timeout(String),
@@ -160,6 +168,11 @@ impl ApiError {
                 "upstream_error",
                 Some("service_unavailable"),
             ),
+            Self::NotReady { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("model_not_ready"),
+            ),
             Self::Timeout(_) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_error",
@@ -195,7 +208,9 @@ impl ApiError {
     /// How long the client should wait, if we know.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::RateLimited { retry_after, .. } | Self::NotReady { retry_after, .. } => {
+                *retry_after
+            }
             _ => None,
         }
     }

@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod local;
 pub mod providers;
 pub mod router;
 pub mod server;

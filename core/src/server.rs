@@ -81,6 +81,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         auth,
         supervisor: supervisor.clone(),
         storage,
+        local: registry.local.clone(),
         started_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),

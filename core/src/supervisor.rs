@@ -14,6 +14,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::local::{LocalModels, ModelState};
 use crate::providers::{GetHealth, ProviderActor, ProviderError, ProviderHealth, Upstream};
 
 /// Addresses of the supervised actors, shared read-only with request handlers.
@@ -21,6 +22,8 @@ use crate::providers::{GetHealth, ProviderActor, ProviderError, ProviderHealth, 
 pub struct Registry {
     /// Provider actors by name, with the upstream state each owns.
     pub providers: BTreeMap<String, (Addr<ProviderActor>, Arc<Upstream>)>,
+    /// Local-inference services (front actors over `SyncArbiter` workers).
+    pub local: LocalModels,
 }
 
 /// The actor that owns the others.
@@ -51,6 +54,7 @@ impl Supervisor {
                 actix::Supervisor::start_in_arbiter(&provider_arbiter.handle(), move |_| actor);
             registry.providers.insert(name.clone(), (addr, upstream));
         }
+        registry.local = LocalModels::start(&config.local);
         let sup = Self {
             registry: registry.clone(),
             provider_arbiter,
@@ -86,6 +90,8 @@ pub struct SystemHealth {
     pub actors_ok: bool,
     /// Per-provider detail.
     pub providers: Vec<ProviderHealth>,
+    /// Local models and their states.
+    pub local: BTreeMap<&'static str, ModelState>,
 }
 
 impl Handler<CheckHealth> for Supervisor {
@@ -94,6 +100,7 @@ impl Handler<CheckHealth> for Supervisor {
     fn handle(&mut self, _: CheckHealth, _: &mut Self::Context) -> Self::Result {
         let providers: Vec<(Addr<ProviderActor>, Arc<Upstream>)> =
             self.registry.providers.values().cloned().collect();
+        let local = self.registry.local.states().into_iter().collect();
         Box::pin(async move {
             let asks = providers
                 .iter()
@@ -116,6 +123,7 @@ impl Handler<CheckHealth> for Supervisor {
             SystemHealth {
                 actors_ok,
                 providers: out,
+                local,
             }
         })
     }

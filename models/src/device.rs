@@ -18,7 +18,11 @@ pub enum DeviceChoice {
 pub fn select_device(choice: DeviceChoice) -> Result<Device, crate::ModelError> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Cuda => Device::new_cuda(0).map_err(|e| crate::ModelError::Load(format!("CUDA device: {e}"))),
-        DeviceChoice::Metal => Device::new_metal(0).map_err(|e| crate::ModelError::Load(format!("Metal device: {e}"))),
+        DeviceChoice::Cuda => {
+            Device::new_cuda(0).map_err(|e| crate::ModelError::Load(format!("CUDA device: {e}")))
+        }
+        DeviceChoice::Metal => {
+            Device::new_metal(0).map_err(|e| crate::ModelError::Load(format!("Metal device: {e}")))
+        }
     }
 }

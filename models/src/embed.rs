@@ -30,18 +30,21 @@ impl Embedder {
     /// Load from located files (`config.json`, `tokenizer.json`, `model.safetensors`).
     pub fn load(files: &ModelFiles, device: &Device) -> Result<Self, ModelError> {
         let path = |name: &str| {
-            files
-                .get(name)
-                .ok_or_else(|| ModelError::Load(format!("model `{}` has no `{name}`", files.model.id)))
+            files.get(name).ok_or_else(|| {
+                ModelError::Load(format!("model `{}` has no `{name}`", files.model.id))
+            })
         };
         let config_path = path("config.json")?;
-        let config_text = std::fs::read_to_string(config_path).map_err(|source| ModelError::Io {
-            path: config_path.to_path_buf(),
-            source,
-        })?;
-        let config: Config = serde_json::from_str(&config_text).map_err(|e| ModelError::Load(format!("config.json: {e}")))?;
+        let config_text =
+            std::fs::read_to_string(config_path).map_err(|source| ModelError::Io {
+                path: config_path.to_path_buf(),
+                source,
+            })?;
+        let config: Config = serde_json::from_str(&config_text)
+            .map_err(|e| ModelError::Load(format!("config.json: {e}")))?;
         let dim = config.hidden_size;
-        let mut tokenizer = Tokenizer::from_file(path("tokenizer.json")?).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let mut tokenizer = Tokenizer::from_file(path("tokenizer.json")?)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             ..PaddingParams::default()
@@ -55,7 +58,10 @@ impl Embedder {
         let weights = path("model.safetensors")?.to_path_buf();
         // Read into memory: memory-mapping needs `unsafe`, which this workspace forbids.
         let vb = VarBuilder::from_buffered_safetensors(
-            std::fs::read(&weights).map_err(|source| ModelError::Io { path: weights, source })?,
+            std::fs::read(&weights).map_err(|source| ModelError::Io {
+                path: weights,
+                source,
+            })?,
             DType::F32,
             device,
         )
@@ -82,33 +88,38 @@ impl Embedder {
             .map_err(|e| ModelError::Tokenizer(e.to_string()))
     }
 
-    /// Unit-length embeddings, one per text, in input order; also the total token count.
-    pub fn embed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+    /// Unit-length embeddings, one per text, in input order, with each text's token count.
+    pub fn embed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, Vec<usize>), ModelError> {
         if texts.iter().any(|t| t.is_empty()) {
-            return Err(ModelError::Input("inputs must not be empty strings".to_owned()));
+            return Err(ModelError::Input(
+                "inputs must not be empty strings".to_owned(),
+            ));
         }
         // Sort by length so each batch pads little; restore the order at the end.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
         let mut out = vec![Vec::new(); texts.len()];
-        let mut tokens = 0;
+        let mut tokens = vec![0; texts.len()];
         for batch in order.chunks(BATCH) {
             let inputs: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
-            let (vectors, n) = self.embed_batch(&inputs)?;
-            tokens += n;
-            for (slot, v) in batch.iter().zip(vectors) {
+            let (vectors, counts) = self.embed_batch(&inputs)?;
+            for ((slot, v), n) in batch.iter().zip(vectors).zip(counts) {
                 out[*slot] = v;
+                tokens[*slot] = n;
             }
         }
         Ok((out, tokens))
     }
 
-    fn embed_batch(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+    fn embed_batch(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, Vec<usize>), ModelError> {
         let enc = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        let tokens: usize = enc.iter().map(|e| e.get_attention_mask().iter().filter(|m| **m == 1).count()).sum();
+        let tokens: Vec<usize> = enc
+            .iter()
+            .map(|e| e.get_attention_mask().iter().filter(|m| **m == 1).count())
+            .collect();
         let ids: Vec<Tensor> = enc
             .iter()
             .map(|e| Tensor::new(e.get_ids(), &self.device))

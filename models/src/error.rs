@@ -6,7 +6,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A file the model needs is in none of the places looked at.
-    #[error("model `{model}`: `{file}` not found (looked in {looked}); run scripts/fetch-models.sh")]
+    #[error(
+        "model `{model}`: `{file}` not found (looked in {looked}); run scripts/fetch-models.sh"
+    )]
     NotFound {
         /// Model id.
         model: String,

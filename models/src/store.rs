@@ -89,15 +89,22 @@ impl ModelStore {
         let hf_cache = std::env::var_os("HF_HUB_CACHE")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")));
-        Self { dir: dir.into(), hf_cache }
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+            });
+        Self {
+            dir: dir.into(),
+            hf_cache,
+        }
     }
 
     /// The default models folder: `$SWITCHYARD_MODELS_DIR`, else `~/.cache/switchyard/models`.
     pub fn default_dir() -> PathBuf {
         std::env::var_os("SWITCHYARD_MODELS_DIR")
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/switchyard/models")))
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/switchyard/models"))
+            })
             .unwrap_or_else(|| PathBuf::from("switchyard-models"))
     }
 
@@ -117,13 +124,27 @@ impl ModelStore {
             let mut candidates = vec![self.dir.join(&model.dir).join(&f.path)];
             if let Some(cache) = &self.hf_cache {
                 let repo = format!("models--{}", model.hub_repo.replace('/', "--"));
-                candidates.push(cache.join(&repo).join("snapshots").join(&model.hub_revision).join(&f.path));
+                candidates.push(
+                    cache
+                        .join(&repo)
+                        .join("snapshots")
+                        .join(&model.hub_revision)
+                        .join(&f.path),
+                );
             }
-            let found = candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| ModelError::NotFound {
-                model: id.to_owned(),
-                file: f.path.clone(),
-                looked: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
-            })?;
+            let found = candidates
+                .iter()
+                .find(|p| p.is_file())
+                .cloned()
+                .ok_or_else(|| ModelError::NotFound {
+                    model: id.to_owned(),
+                    file: f.path.clone(),
+                    looked: candidates
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
             verify(&found, &f.sha256)?;
             paths.push(found);
         }

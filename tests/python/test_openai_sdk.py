@@ -155,3 +155,19 @@ def test_every_upstream_format_maps_tool_calls(client, model):
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Rome"}
     assert r.choices[0].finish_reason == "tool_calls"
+
+
+def test_local_embeddings(client):
+    r = client.embeddings.create(
+        model="local/minilm",
+        input=["A man is eating food.", "A man is eating a piece of bread."],
+    )
+    a, b = r.data[0].embedding, r.data[1].embedding
+    assert len(a) == 384
+    dot = sum(x * y for x, y in zip(a, b))
+    na = sum(x * x for x in a) ** 0.5
+    nb = sum(y * y for y in b) ** 0.5
+    assert abs(dot / (na * nb) - 0.7553) < 0.001
+    assert r.usage.prompt_tokens > 0
+    floats = client.embeddings.create(model="local/minilm", input="hello", encoding_format="float")
+    assert len(floats.data[0].embedding) == 384

@@ -23,12 +23,22 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let storage_ok = state.storage.is_healthy();
     match health {
         Ok(h) => {
-            let ready = h.actors_ok && storage_ok;
-            let degraded = h.providers.iter().any(|p| !p.healthy);
+            // Ready once the actors answer, storage reads, and no local model is still loading
+            // (one that failed to load is reported, but does not hold up cloud traffic).
+            let loading = h
+                .local
+                .values()
+                .any(|s| *s == crate::local::ModelState::Loading);
+            let ready = h.actors_ok && storage_ok && !loading;
+            let degraded = h.providers.iter().any(|p| !p.healthy)
+                || h.local
+                    .values()
+                    .any(|s| matches!(s, crate::local::ModelState::Failed(_)));
             let body = json!({
                 "status": if !ready { "not_ready" } else if degraded { "degraded" } else { "ready" },
                 "storage": storage_ok,
                 "providers": h.providers,
+                "local": h.local,
             });
             if ready {
                 HttpResponse::Ok().json(body)

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod body;
 pub mod chat;
+pub mod embeddings;
 pub mod health;
 pub mod messages;
 pub mod models;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub supervisor: Addr<Supervisor>,
     /// Embedded store.
     pub storage: Storage,
+    /// In-process models.
+    pub local: crate::local::LocalModels,
     /// Start time, unix seconds (the `created` of model objects).
     pub started_unix: u64,
 }
@@ -58,6 +61,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/models")
             .route(web::get().to(models::list))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/embeddings")
+            .route(web::post().to(embeddings::embeddings))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

@@ -32,12 +32,20 @@ fn object<'a>(state: &AppState, id: &'a str) -> ModelObject<'a> {
 /// List the public model names.
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     state.auth.authenticate(&req)?;
-    let data = state
+    let mut data: Vec<ModelObject<'_>> = state
         .models
         .names()
         .iter()
         .map(|n| object(&state, n))
         .collect();
+    for (name, model_state) in state.local.states() {
+        if model_state == crate::local::ModelState::Ready {
+            data.push(ModelObject {
+                owned_by: "switchyard-local",
+                ..object(&state, name)
+            });
+        }
+    }
     Ok(HttpResponse::Ok().json(ModelList {
         object: "list",
         data,
@@ -51,6 +59,17 @@ pub async fn retrieve(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     state.auth.authenticate(&req)?;
+    if state
+        .local
+        .states()
+        .iter()
+        .any(|(n, s)| *n == id.as_str() && *s == crate::local::ModelState::Ready)
+    {
+        return Ok(HttpResponse::Ok().json(ModelObject {
+            owned_by: "switchyard-local",
+            ..object(&state, &id)
+        }));
+    }
     state.models.resolve(&id)?;
     Ok(HttpResponse::Ok().json(object(&state, &id)))
 }

@@ -75,6 +75,63 @@ pub struct RawConfig {
     /// `[models."PUBLIC-NAME"]`: public model names mapped to upstream targets.
     #[serde(default)]
     pub models: BTreeMap<String, RawModel>,
+    /// `[local]`: in-process models.
+    #[serde(default)]
+    pub local: RawLocal,
+}
+
+/// `[local]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocal {
+    /// Serve the local models at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Folder with the models' files (default `$SWITCHYARD_MODELS_DIR` or
+    /// `~/.cache/switchyard/models`, where `scripts/fetch-models.sh` puts them).
+    #[serde(default)]
+    pub models_dir: Option<PathBuf>,
+    /// `cpu`, `cuda` or `metal` (the last two need the matching cargo feature).
+    #[serde(default)]
+    pub device: LocalDevice,
+    /// Requests admitted per local model, queued or running; more get 429 + `Retry-After`.
+    #[serde(default = "default_local_queue")]
+    pub queue: usize,
+    /// Test-only: an input of exactly `__switchyard_panic__` makes the worker panic.
+    #[serde(default)]
+    pub fault_injection: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_local_queue() -> usize {
+    256
+}
+
+impl Default for RawLocal {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            models_dir: None,
+            device: LocalDevice::default(),
+            queue: default_local_queue(),
+            fault_injection: false,
+        }
+    }
+}
+
+/// Where local models run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalDevice {
+    /// CPU.
+    #[default]
+    Cpu,
+    /// First CUDA GPU.
+    Cuda,
+    /// Apple GPU.
+    Metal,
 }
 
 /// `[server]`
@@ -371,6 +428,23 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderSpec>,
     /// Public model names → ordered targets.
     pub models: BTreeMap<String, Vec<Target>>,
+    /// In-process models.
+    pub local: LocalConfig,
+}
+
+/// Validated `[local]`.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// Serve local models.
+    pub enabled: bool,
+    /// Models folder.
+    pub models_dir: PathBuf,
+    /// Device.
+    pub device: LocalDevice,
+    /// Admission bound per model.
+    pub queue: usize,
+    /// Test-only panic trigger.
+    pub fault_injection: bool,
 }
 
 /// Validated `[server]`.
@@ -619,6 +693,12 @@ impl Config {
                     "provider names use letters, digits, `-` and `_` only",
                 ));
             }
+            if name == "local" {
+                return Err(ConfigError::invalid(
+                    path,
+                    "`local` is reserved for the in-process models",
+                ));
+            }
             let (kind, http) = match p {
                 RawProvider::OpenAi(h) => (ProviderKind::OpenAi, h),
                 RawProvider::Anthropic(h) => (ProviderKind::Anthropic, h),
@@ -753,12 +833,26 @@ impl Config {
             models.insert(name.clone(), targets);
         }
 
+        if raw.local.queue == 0 {
+            return Err(ConfigError::invalid("local.queue", "must be at least 1"));
+        }
+        let local = LocalConfig {
+            enabled: raw.local.enabled,
+            models_dir: raw
+                .local
+                .models_dir
+                .unwrap_or_else(switchyard_models::ModelStore::default_dir),
+            device: raw.local.device,
+            queue: raw.local.queue,
+            fault_injection: raw.local.fault_injection,
+        };
         Ok(Self {
             server,
             auth,
             log: raw.log,
             providers,
             models,
+            local,
         })
     }
 }

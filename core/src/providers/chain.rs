@@ -21,8 +21,8 @@ use super::{ChunkStream, Lease, ProviderActor, ProviderError, Upstream};
 use crate::error::ApiError;
 use crate::types::{ChatChunk, ChatRequest, ChatResponse};
 
-/// Passes over the whole chain before giving up (each pass waits for the soonest upstream).
-const MAX_ROUNDS: u32 = 8;
+/// Passes over the whole chain before giving up; in practice the deadline ends it first.
+const MAX_ROUNDS: u32 = 32;
 
 /// One resolved target: which upstream, which model there.
 #[derive(Clone)]
@@ -173,11 +173,15 @@ async fn run(
             .unwrap_or_default();
         match next_chance {
             Some(wait) if wait <= patience && Instant::now() + wait < deadline => {
+                // Up to 20% jitter, so requests waiting on one cool-down do not all return at
+                // the same instant.
+                let jitter = wait.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.0..0.2));
+                let wait = (wait + jitter).max(Duration::from_millis(1));
                 tracing::debug!(
                     wait_ms = wait.as_millis() as u64,
                     "every upstream is busy; waiting for the soonest"
                 );
-                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                tokio::time::sleep(wait).await;
             }
             _ => break,
         }

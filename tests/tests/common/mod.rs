@@ -37,7 +37,13 @@ impl Gateway {
     /// Start over an existing data folder.
     pub async fn start_in(toml_text: &str, dir: TempDir) -> Self {
         let file = dir.path().join("switchyard.toml");
-        std::fs::write(&file, toml_text).unwrap();
+        // Local models load only in the tests that are about them.
+        let text = if toml_text.contains("[local]") {
+            toml_text.to_owned()
+        } else {
+            format!("{toml_text}\n[local]\nenabled = false\n")
+        };
+        std::fs::write(&file, text).unwrap();
         let overrides = Overrides {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             data_dir: Some(dir.path().join("data")),
@@ -68,6 +74,23 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Wait until `/readyz` answers 200 (local models warm).
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = client()
+                .get(self.url("/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "gateway not ready in 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn stop(self) -> TempDir {

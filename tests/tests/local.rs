@@ -1,0 +1,248 @@
+//! Local inference through the daemon, with the real MiniLM weights (fetched by
+//! scripts/fetch-models.sh): embeddings, admission control, panic recovery, readiness.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::*;
+use serde_json::{json, Value};
+
+fn local_config(extra: &str) -> String {
+    format!("[server]\nworkers = 2\n[local]\nenabled = true\n{extra}\n")
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt()
+        * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+async fn embed(gw: &Gateway, body: Value) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/embeddings"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[actix_rt::test]
+async fn embeddings_match_the_reference_in_both_encodings() {
+    let gw = Gateway::start(&local_config("")).await;
+    gw.wait_ready().await;
+    let input = json!(["A man is eating food.", "A man is eating a piece of bread."]);
+    let resp = embed(&gw, json!({"model": "local/minilm", "input": input})).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["model"], "local/minilm");
+    let a = floats(&body["data"][0]["embedding"]);
+    let b = floats(&body["data"][1]["embedding"]);
+    assert_eq!(a.len(), 384);
+    let c = cosine(&a, &b);
+    assert!((c - 0.7553).abs() < 0.001, "cosine {c}");
+    assert_eq!(body["data"][1]["index"], 1);
+    assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() >= 16);
+
+    let resp = embed(
+        &gw,
+        json!({"model": "local/minilm", "input": input, "encoding_format": "base64"}),
+    )
+    .await;
+    let body: Value = resp.json().await.unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(decoded, a);
+
+    let models: Value = client()
+        .get(gw.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "local/minilm"),
+        "{models}"
+    );
+}
+
+#[actix_rt::test]
+async fn bad_embedding_input_is_a_400() {
+    let gw = Gateway::start(&local_config("")).await;
+    gw.wait_ready().await;
+    for (body, param) in [
+        (json!({"model": "local/minilm", "input": []}), "input"),
+        (
+            json!({"model": "local/minilm", "input": ["ok", ""]}),
+            "input[1]",
+        ),
+        (
+            json!({"model": "local/minilm", "input": [1, 2, 3]}),
+            "input",
+        ),
+        (
+            json!({"model": "local/minilm", "input": "x", "encoding_format": "hex"}),
+            "encoding_format",
+        ),
+        (
+            json!({"model": "local/minilm", "input": "x", "dimensions": 100}),
+            "dimensions",
+        ),
+    ] {
+        let resp = embed(&gw, body.clone()).await;
+        assert_eq!(resp.status(), 400, "{body}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["param"], param, "{err}");
+    }
+    let resp = embed(&gw, json!({"model": "local/nope", "input": "x"})).await;
+    assert_eq!(resp.status(), 404);
+}
+
+#[actix_rt::test]
+async fn a_panicking_worker_fails_one_request_and_is_rebuilt() {
+    let gw = Gateway::start(&local_config("fault_injection = true")).await;
+    gw.wait_ready().await;
+    let resp = embed(
+        &gw,
+        json!({"model": "local/minilm", "input": "__switchyard_panic__"}),
+    )
+    .await;
+    assert_eq!(resp.status(), 500);
+    let err: Value = resp.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("restarted"),
+        "{err}"
+    );
+    for _ in 0..3 {
+        let resp = embed(
+            &gw,
+            json!({"model": "local/minilm", "input": "still working?"}),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(
+        client()
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[actix_rt::test]
+async fn a_full_queue_answers_429_and_nothing_hangs() {
+    let gw = Gateway::start(&local_config("queue = 4")).await;
+    gw.wait_ready().await;
+    let before = rss_kib();
+    let c = client();
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(20);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (c, url, text) = (c.clone(), gw.url("/v1/embeddings"), text.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = c
+                .post(url)
+                .json(&json!({"model": "local/minilm", "input": text}))
+                .send()
+                .await
+                .unwrap();
+            let retry = r.headers().get("retry-after").is_some();
+            (r.status().as_u16(), retry)
+        }));
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for t in tasks {
+        let (status, retry) = tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("no hang")
+            .unwrap();
+        if status == 429 {
+            assert!(retry, "429 without Retry-After");
+        }
+        *counts.entry(status).or_insert(0) += 1;
+    }
+    let after = rss_kib();
+    eprintln!(
+        "200 concurrent embeddings with queue 4: {counts:?} in {:?}; RSS {before} -> {after} KiB",
+        start.elapsed()
+    );
+    assert!(counts.get(&429).copied().unwrap_or(0) > 0, "{counts:?}");
+    assert!(counts.get(&200).copied().unwrap_or(0) >= 4, "{counts:?}");
+    assert_eq!(counts.values().sum::<i32>(), 200);
+    assert!(
+        after < before + 300 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
+}
+
+#[actix_rt::test]
+async fn missing_weights_leave_the_daemon_up_and_say_why() {
+    let empty = tempfile::tempdir().unwrap();
+    let cfg = local_config(&format!("models_dir = \"{}\"", empty.path().display()));
+    let gw = Gateway::start(&cfg).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready: Value = client()
+            .get(gw.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["local"]["local/minilm"]["state"] == "failed" {
+            assert_eq!(ready["status"], "degraded");
+            assert!(ready["local"]["local/minilm"]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("fetch-models"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = embed(&gw, json!({"model": "local/minilm", "input": "x"})).await;
+    assert_eq!(resp.status(), 503);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "model_not_ready");
+}
