@@ -10,9 +10,11 @@
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod generate;
 pub mod store;
 
 pub use device::{select_device, DeviceChoice};
 pub use embed::Embedder;
 pub use error::ModelError;
+pub use generate::{Finish, GenOutput, GenParams, Generator};
 pub use store::{ModelFiles, ModelStore};

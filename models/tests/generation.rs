@@ -1,0 +1,133 @@
+//! SmolLM2 with the real GGUF weights (fetched by scripts/fetch-models.sh).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use switchyard_models::{Finish, GenParams, Generator, ModelStore};
+
+fn generator() -> Generator {
+    let files = ModelStore::new(ModelStore::default_dir())
+        .resolve("smollm2")
+        .expect("SmolLM2 weights: run scripts/fetch-models.sh");
+    Generator::load(&files, &candle_core::Device::Cpu).unwrap()
+}
+
+#[test]
+fn tokenizer_from_gguf_metadata() {
+    let g = generator();
+    let t = g.tokenizer();
+    // SmolLM2's special tokens sit at the start of the vocabulary.
+    assert_eq!(t.token_to_id("<|endoftext|>"), Some(0));
+    assert_eq!(t.token_to_id("<|im_start|>"), Some(1));
+    assert_eq!(t.token_to_id("<|im_end|>"), Some(2));
+    let ids = g
+        .encode("<|im_start|>user\nHello, world!<|im_end|>")
+        .unwrap();
+    assert_eq!(ids.first(), Some(&1));
+    assert_eq!(ids.last(), Some(&2));
+    // byte-level BPE: words with a leading space are single tokens; digits split one by one
+    let hello = g.encode("Hello world").unwrap();
+    assert_eq!(hello.len(), 2, "{hello:?}");
+    assert_eq!(t.id_to_token(hello[1]).as_deref(), Some("Ġworld"));
+    assert_eq!(g.encode("2024").unwrap().len(), 4);
+    for s in [
+        "Hello, world!",
+        "naïve café – 日本語 🙂",
+        "  two  spaces\nand\ttabs",
+    ] {
+        let ids = g.encode(s).unwrap();
+        assert_eq!(t.decode(&ids, false).unwrap(), s, "round trip");
+    }
+}
+
+#[test]
+fn greedy_answers_are_deterministic_and_stream_in_order() {
+    let mut g = generator();
+    let prompt =
+        Generator::chat_prompt([("user", "What is the capital of France? Answer in one word.")]);
+    let params = GenParams {
+        max_tokens: 12,
+        ..GenParams::default()
+    };
+    let mut pieces = Vec::new();
+    let out = g
+        .generate(&prompt, &params, |p| {
+            pieces.push(p.to_owned());
+            true
+        })
+        .unwrap();
+    assert!(out.text.contains("Paris"), "{out:?}");
+    assert_eq!(
+        pieces.concat(),
+        out.text,
+        "streamed pieces add up to the text, in order"
+    );
+    assert!(out.completion_tokens <= 12 && out.prompt_tokens > 10);
+    assert!(out.mean_logprob < 0.0 && out.mean_logprob > -5.0);
+    let again = g.generate(&prompt, &params, |_| true).unwrap();
+    assert_eq!(again.text, out.text);
+}
+
+#[test]
+fn stop_sequences_and_budgets_end_generation() {
+    let mut g = generator();
+    let prompt = Generator::chat_prompt([("user", "Count from 1 to 20, separated by commas.")]);
+    let params = GenParams {
+        max_tokens: 60,
+        stop: vec!["5".to_owned()],
+        ..GenParams::default()
+    };
+    let mut streamed = String::new();
+    let out = g
+        .generate(&prompt, &params, |p| {
+            streamed.push_str(p);
+            true
+        })
+        .unwrap();
+    assert_eq!(out.finish, Finish::StopSequence("5".to_owned()), "{out:?}");
+    assert!(!out.text.contains('5') && out.text.contains('4'), "{out:?}");
+    assert_eq!(
+        streamed, out.text,
+        "nothing past the stop sequence was streamed"
+    );
+
+    let short = GenParams {
+        max_tokens: 3,
+        ..GenParams::default()
+    };
+    let out = g.generate(&prompt, &short, |_| true).unwrap();
+    assert_eq!(out.finish, Finish::Length);
+    assert_eq!(out.completion_tokens, 3);
+
+    let sampled = GenParams {
+        max_tokens: 8,
+        temperature: Some(0.8),
+        top_p: Some(0.9),
+        seed: 7,
+        stop: Vec::new(),
+    };
+    let a = g.generate(&prompt, &sampled, |_| true).unwrap();
+    let b = g.generate(&prompt, &sampled, |_| true).unwrap();
+    assert_eq!(a.text, b.text, "same seed, same sample");
+}
+
+#[test]
+fn cancelling_stops_early() {
+    let mut g = generator();
+    let prompt = Generator::chat_prompt([("user", "Write a long story about a dragon.")]);
+    let mut n = 0;
+    let out = g
+        .generate(
+            &prompt,
+            &GenParams {
+                max_tokens: 100,
+                ..GenParams::default()
+            },
+            |_| {
+                n += 1;
+                n < 3
+            },
+        )
+        .unwrap();
+    assert_eq!(out.finish, Finish::Cancelled);
+    assert!(out.completion_tokens < 10);
+}
