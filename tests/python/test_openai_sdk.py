@@ -171,3 +171,26 @@ def test_local_embeddings(client):
     assert r.usage.prompt_tokens > 0
     floats = client.embeddings.create(model="local/minilm", input="hello", encoding_format="float")
     assert len(floats.data[0].embedding) == 384
+
+
+def test_local_chat_streamed(client):
+    start = time.monotonic()
+    stream = client.chat.completions.create(
+        model="local/smollm2",
+        messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+        max_tokens=12,
+        stream=True,
+    )
+    pieces = []
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append((time.monotonic() - start, chunk.choices[0].delta.content))
+    text = "".join(p for _, p in pieces)
+    assert "Paris" in text
+    whole = client.chat.completions.create(
+        model="local/smollm2",
+        messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+        max_tokens=12,
+    )
+    assert whole.choices[0].message.content == text
+    assert whole.usage.completion_tokens > 0

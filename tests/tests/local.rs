@@ -246,3 +246,136 @@ async fn missing_weights_leave_the_daemon_up_and_say_why() {
     let err: Value = resp.json().await.unwrap();
     assert_eq!(err["error"]["code"], "model_not_ready");
 }
+
+#[actix_rt::test]
+async fn local_chat_answers_whole_and_streamed() {
+    let gw = Gateway::start(&local_config("")).await;
+    gw.wait_ready().await;
+    let ask = json!({"model": "local/smollm2", "max_tokens": 12,
+        "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}]});
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&ask)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-provider"], "local");
+    assert!(resp.headers().contains_key("x-switchyard-confidence"));
+    let body: Value = resp.json().await.unwrap();
+    let text = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(text.contains("Paris"), "{body}");
+    assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 10);
+
+    let mut stream_req = ask.clone();
+    stream_req["stream"] = json!(true);
+    stream_req["stream_options"] = json!({"include_usage": true});
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&stream_req)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = read_sse(resp, Instant::now()).await;
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+    assert_eq!(
+        streamed_text(&events),
+        text,
+        "greedy: streamed equals whole"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.data.contains("\"finish_reason\":\"stop\"")));
+    assert!(events.iter().any(|e| e.data.contains("\"usage\"")));
+
+    // stop sequences end the answer before them
+    let mut stop_req = json!({"model": "local/smollm2", "max_tokens": 60, "stop": ["5"],
+        "messages": [{"role": "user", "content": "Count from 1 to 20, separated by commas."}]});
+    let body: Value = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&stop_req)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let counted = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(counted.contains('4') && !counted.contains('5'), "{body}");
+    stop_req["stream"] = json!(true);
+    let events = read_sse(
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&stop_req)
+            .send()
+            .await
+            .unwrap(),
+        Instant::now(),
+    )
+    .await;
+    assert_eq!(streamed_text(&events), counted);
+
+    // the Anthropic dialect reaches the same model
+    let msg = json!({"model": "local/smollm2", "max_tokens": 12,
+        "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}]});
+    let body: Value = client()
+        .post(gw.url("/v1/messages"))
+        .json(&msg)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["content"][0]["text"], text.as_str(), "{body}");
+
+    let models: Value = client()
+        .get(gw.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == "local/smollm2"));
+
+    let tools = json!({"model": "local/smollm2", "tools": [{"type": "function", "function": {"name": "f"}}],
+        "messages": [{"role": "user", "content": "x"}]});
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&tools)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+#[actix_rt::test]
+async fn a_panicking_generation_worker_is_rebuilt() {
+    let gw = Gateway::start(&local_config("fault_injection = true")).await;
+    gw.wait_ready().await;
+    let bad = json!({"model": "local/smollm2", "max_tokens": 4, "messages": [{"role": "user", "content": "__switchyard_panic__"}]});
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let good = json!({"model": "local/smollm2", "max_tokens": 4, "messages": [{"role": "user", "content": "Say hi."}]});
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

@@ -140,6 +140,14 @@ pub async fn completions(
     let span = tracing::Span::current();
     span.record("model", chat.model.as_str());
     span.record("stream", chat.stream);
+    if let Some(local) = state
+        .local
+        .chat
+        .as_ref()
+        .filter(|_| is_local_chat(&chat.model))
+    {
+        return local_completion(local, &chat).await;
+    }
     let routes = state.models.resolve(&chat.model)?;
     let deadline = deadline(&req, state.config.server.request_timeout)?;
 
@@ -163,6 +171,41 @@ pub async fn completions(
         span.record("provider", served.provider.as_str());
         let mut resp = HttpResponse::Ok();
         served_headers(&mut resp, &served);
+        Ok(resp.json(answer))
+    }
+}
+
+/// Whether a model name means the local chat model.
+pub fn is_local_chat(model: &str) -> bool {
+    model == crate::local::CHAT_MODEL || model == "smollm2"
+}
+
+fn include_usage(chat: &ChatRequest) -> bool {
+    chat.stream_options
+        .as_ref()
+        .and_then(|o| o.get("include_usage"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
+}
+
+async fn local_completion(
+    local: &crate::local::GenService,
+    chat: &ChatRequest,
+) -> Result<HttpResponse, ApiError> {
+    let served = crate::local::generate::served();
+    if chat.stream {
+        let start = local.stream(chat).await?;
+        let mut resp = HttpResponse::Ok();
+        resp.content_type("text/event-stream")
+            .insert_header(("cache-control", "no-cache"))
+            .insert_header(("x-accel-buffering", "no"));
+        served_headers(&mut resp, &served);
+        Ok(resp.streaming(super::sse::openai_stream(start, include_usage(chat))))
+    } else {
+        let (answer, confidence) = local.complete(chat).await?;
+        let mut resp = HttpResponse::Ok();
+        served_headers(&mut resp, &served);
+        resp.insert_header(("x-switchyard-confidence", format!("{confidence:.4}")));
         Ok(resp.json(answer))
     }
 }

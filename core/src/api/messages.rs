@@ -515,6 +515,24 @@ pub async fn messages(
     let span = tracing::Span::current();
     span.record("model", chat.model.as_str());
     span.record("stream", chat.stream);
+    if let Some(local) = state
+        .local
+        .chat
+        .as_ref()
+        .filter(|_| super::chat::is_local_chat(&chat.model))
+    {
+        let mut resp = HttpResponse::Ok();
+        served_headers(&mut resp, &crate::local::generate::served());
+        return if chat.stream {
+            let start = local.stream(&chat).await?;
+            resp.content_type("text/event-stream")
+                .insert_header(("cache-control", "no-cache"));
+            Ok(resp.streaming(anthropic_stream(start)))
+        } else {
+            let (answer, _) = local.complete(&chat).await?;
+            Ok(resp.json(to_wire(&answer)))
+        };
+    }
     let routes = state.models.resolve(&chat.model)?;
     let deadline = deadline(&req, state.config.server.request_timeout)?;
     if chat.stream {

@@ -7,6 +7,7 @@
 //! worker that panics returns an error for the request in hand and is rebuilt by its arbiter.
 
 pub mod embed;
+pub mod generate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::config::{LocalConfig, LocalDevice};
 use crate::error::ApiError;
 
 pub use embed::EmbedService;
+pub use generate::{GenService, CHAT_MODEL};
 
 /// Public name prefix of local models (`local/minilm`).
 pub const PREFIX: &str = "local/";
@@ -96,6 +98,8 @@ impl From<LocalError> for ApiError {
 pub struct LocalModels {
     /// Embeddings (`local/minilm`), if enabled.
     pub embed: Option<Arc<EmbedService>>,
+    /// Chat and short generation (`local/smollm2`), if enabled.
+    pub chat: Option<Arc<GenService>>,
 }
 
 impl LocalModels {
@@ -106,6 +110,7 @@ impl LocalModels {
         }
         Self {
             embed: Some(Arc::new(EmbedService::start(cfg))),
+            chat: Some(GenService::start(cfg)),
         }
     }
 
@@ -114,6 +119,9 @@ impl LocalModels {
         let mut out = Vec::new();
         if let Some(e) = &self.embed {
             out.push((EMBED_MODEL, e.state()));
+        }
+        if let Some(c) = &self.chat {
+            out.push((CHAT_MODEL, c.state()));
         }
         out
     }
