@@ -379,3 +379,52 @@ async fn a_panicking_generation_worker_is_rebuilt() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[actix_rt::test]
+async fn the_local_model_is_the_last_resort_when_every_upstream_fails() {
+    let cfg = format!(
+        "[server]\nworkers = 2\n[providers.down]\ntype = \"openai\"\nbase_url = \"{}\"\nmax_retries = 0\n\
+         [models.m]\ntargets = [{{ provider = \"down\", model = \"x\" }}]\nlocal_fallback = true\n\
+         [models.strict]\ntargets = [{{ provider = \"down\", model = \"x\" }}]\n[local]\nenabled = true\n",
+        dead_url()
+    );
+    let gw = Gateway::start(&cfg).await;
+    gw.wait_ready().await;
+    let ask = |model: &str| json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "Say hello."}]});
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&ask("m"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-provider"], "local");
+    let mut streamed = ask("m");
+    streamed["stream"] = json!(true);
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        read_sse(resp, Instant::now()).await.last().unwrap().data,
+        "[DONE]"
+    );
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-switchyard-local-fallback", "off")
+        .json(&ask("m"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "the request opted out");
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&ask("strict"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "not configured for this model");
+}

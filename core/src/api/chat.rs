@@ -151,27 +151,43 @@ pub async fn completions(
     let routes = state.models.resolve(&chat.model)?;
     let deadline = deadline(&req, state.config.server.request_timeout)?;
 
-    if chat.stream {
-        let start = chain::stream(&routes, &chat, deadline).await?;
-        span.record("provider", start.served.provider.as_str());
-        let mut resp = HttpResponse::Ok();
-        resp.content_type("text/event-stream")
-            .insert_header(("cache-control", "no-cache"))
-            .insert_header(("x-accel-buffering", "no"));
-        served_headers(&mut resp, &start.served);
-        let include_usage = chat
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.get("include_usage"))
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false);
-        Ok(resp.streaming(super::sse::openai_stream(start, include_usage)))
+    let chain_result = if chat.stream {
+        chain::stream(&routes, &chat, deadline)
+            .await
+            .map(Either::Stream)
     } else {
-        let (answer, served) = chain::complete(&routes, &chat, deadline).await?;
-        span.record("provider", served.provider.as_str());
-        let mut resp = HttpResponse::Ok();
-        served_headers(&mut resp, &served);
-        Ok(resp.json(answer))
+        chain::complete(&routes, &chat, deadline)
+            .await
+            .map(|(a, s)| Either::Whole(a, s))
+    };
+    let answer = match chain_result {
+        Ok(a) => a,
+        Err(e) => {
+            return match last_resort(&state, &req, &chat.model, &e) {
+                Some(local) => {
+                    tracing::warn!(error = %e, "every upstream failed; answering with the local model");
+                    local_completion(local, &chat).await
+                }
+                None => Err(e),
+            }
+        }
+    };
+    match answer {
+        Either::Stream(start) => {
+            span.record("provider", start.served.provider.as_str());
+            let mut resp = HttpResponse::Ok();
+            resp.content_type("text/event-stream")
+                .insert_header(("cache-control", "no-cache"))
+                .insert_header(("x-accel-buffering", "no"));
+            served_headers(&mut resp, &start.served);
+            Ok(resp.streaming(super::sse::openai_stream(start, include_usage(&chat))))
+        }
+        Either::Whole(answer, served) => {
+            span.record("provider", served.provider.as_str());
+            let mut resp = HttpResponse::Ok();
+            served_headers(&mut resp, &served);
+            Ok(resp.json(answer))
+        }
     }
 }
 
@@ -180,6 +196,7 @@ pub fn is_local_chat(model: &str) -> bool {
     model == crate::local::CHAT_MODEL || model == "smollm2"
 }
 
+/// Whether the client asked for the usage chunk.
 fn include_usage(chat: &ChatRequest) -> bool {
     chat.stream_options
         .as_ref()
@@ -188,6 +205,7 @@ fn include_usage(chat: &ChatRequest) -> bool {
         .unwrap_or(false)
 }
 
+/// Answer with the local chat model (asked for by name, or as the last resort).
 async fn local_completion(
     local: &crate::local::GenService,
     chat: &ChatRequest,
@@ -208,4 +226,42 @@ async fn local_completion(
         resp.insert_header(("x-switchyard-confidence", format!("{confidence:.4}")));
         Ok(resp.json(answer))
     }
+}
+
+/// What the chain produced.
+enum Either {
+    Stream(chain::StreamStart),
+    Whole(crate::types::ChatResponse, Served),
+}
+
+/// Header with which a request opts out of the local last resort.
+pub const LOCAL_FALLBACK_HEADER: &str = "x-switchyard-local-fallback";
+
+/// The local model, when this failure of every upstream may be answered by it: the model is
+/// configured for it, the request did not opt out, the local model is ready, and the failure
+/// is the upstreams' (not a bad request).
+pub fn last_resort<'a>(
+    state: &'a AppState,
+    req: &HttpRequest,
+    model: &str,
+    err: &ApiError,
+) -> Option<&'a crate::local::GenService> {
+    let upstream_failure = matches!(
+        err,
+        ApiError::BadGateway(_)
+            | ApiError::Unavailable(_)
+            | ApiError::Timeout(_)
+            | ApiError::RateLimited { .. }
+    );
+    let opted_out = req
+        .headers()
+        .get(LOCAL_FALLBACK_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("off"));
+    let local = state.local.chat.as_deref()?;
+    (upstream_failure
+        && !opted_out
+        && state.models.local_fallback(model)
+        && local.state() == crate::local::ModelState::Ready)
+        .then_some(local)
 }

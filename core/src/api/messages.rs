@@ -521,34 +521,56 @@ pub async fn messages(
         .as_ref()
         .filter(|_| super::chat::is_local_chat(&chat.model))
     {
-        let mut resp = HttpResponse::Ok();
-        served_headers(&mut resp, &crate::local::generate::served());
-        return if chat.stream {
-            let start = local.stream(&chat).await?;
-            resp.content_type("text/event-stream")
-                .insert_header(("cache-control", "no-cache"));
-            Ok(resp.streaming(anthropic_stream(start)))
-        } else {
-            let (answer, _) = local.complete(&chat).await?;
-            Ok(resp.json(to_wire(&answer)))
-        };
+        return local_messages(local, &chat).await;
     }
     let routes = state.models.resolve(&chat.model)?;
     let deadline = deadline(&req, state.config.server.request_timeout)?;
+    let result = if chat.stream {
+        chain::stream(&routes, &chat, deadline).await.map(|start| {
+            span.record("provider", start.served.provider.as_str());
+            let mut resp = HttpResponse::Ok();
+            resp.content_type("text/event-stream")
+                .insert_header(("cache-control", "no-cache"))
+                .insert_header(("x-accel-buffering", "no"));
+            served_headers(&mut resp, &start.served);
+            resp.streaming(anthropic_stream(start))
+        })
+    } else {
+        chain::complete(&routes, &chat, deadline)
+            .await
+            .map(|(answer, served)| {
+                span.record("provider", served.provider.as_str());
+                let mut resp = HttpResponse::Ok();
+                served_headers(&mut resp, &served);
+                resp.json(to_wire(&answer))
+            })
+    };
+    match result {
+        Ok(resp) => Ok(resp),
+        Err(e) => match super::chat::last_resort(&state, &req, &chat.model, &e) {
+            Some(local) => {
+                tracing::warn!(error = %e, "every upstream failed; answering with the local model");
+                local_messages(local, &chat).await
+            }
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// Answer a Messages request with the local chat model.
+async fn local_messages(
+    local: &crate::local::GenService,
+    chat: &ChatRequest,
+) -> Result<HttpResponse, AnthropicError> {
+    let mut resp = HttpResponse::Ok();
+    served_headers(&mut resp, &crate::local::generate::served());
     if chat.stream {
-        let start = chain::stream(&routes, &chat, deadline).await?;
-        span.record("provider", start.served.provider.as_str());
-        let mut resp = HttpResponse::Ok();
+        let start = local.stream(chat).await?;
         resp.content_type("text/event-stream")
-            .insert_header(("cache-control", "no-cache"))
-            .insert_header(("x-accel-buffering", "no"));
-        served_headers(&mut resp, &start.served);
+            .insert_header(("cache-control", "no-cache"));
         Ok(resp.streaming(anthropic_stream(start)))
     } else {
-        let (answer, served) = chain::complete(&routes, &chat, deadline).await?;
-        span.record("provider", served.provider.as_str());
-        let mut resp = HttpResponse::Ok();
-        served_headers(&mut resp, &served);
+        let (answer, _) = local.complete(chat).await?;
         Ok(resp.json(to_wire(&answer)))
     }
 }

@@ -399,6 +399,10 @@ fn default_pool_idle_per_host() -> usize {
 pub struct RawModel {
     /// Upstreams to try in order; later ones are the fallbacks.
     pub targets: Vec<RawTarget>,
+    /// When every target has failed, answer with the local chat model (`local/smollm2`) as a
+    /// last resort, unless the request says `x-switchyard-local-fallback: off`.
+    #[serde(default)]
+    pub local_fallback: bool,
 }
 
 /// One upstream target of a public model.
@@ -428,6 +432,8 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderSpec>,
     /// Public model names → ordered targets.
     pub models: BTreeMap<String, Vec<Target>>,
+    /// Models whose chains end with the local model as a last resort.
+    pub local_fallback: std::collections::BTreeSet<String>,
     /// In-process models.
     pub local: LocalConfig,
 }
@@ -791,6 +797,7 @@ impl Config {
         }
 
         let mut models = BTreeMap::new();
+        let mut local_fallback = std::collections::BTreeSet::new();
         for (name, m) in &raw.models {
             let path = format!("models.\"{name}\"");
             if name.trim().is_empty() {
@@ -831,6 +838,9 @@ impl Config {
                 });
             }
             models.insert(name.clone(), targets);
+            if m.local_fallback {
+                local_fallback.insert(name.clone());
+            }
         }
 
         if raw.local.queue == 0 {
@@ -852,6 +862,7 @@ impl Config {
             log: raw.log,
             providers,
             models,
+            local_fallback,
             local,
         })
     }

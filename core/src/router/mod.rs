@@ -15,6 +15,7 @@ use crate::supervisor::Registry;
 /// Public model names and their chains.
 pub struct ModelMap {
     models: HashMap<String, Arc<[Route]>>,
+    local_fallback: std::collections::BTreeSet<String>,
     registry: Registry,
     names: Vec<String>,
 }
@@ -42,6 +43,7 @@ impl ModelMap {
             models.insert(name.clone(), Arc::from(routes));
         }
         Self {
+            local_fallback: config.local_fallback.clone(),
             names: config.models.keys().cloned().collect(),
             models,
             registry: registry.clone(),
@@ -66,6 +68,11 @@ impl ModelMap {
             }
         }
         Err(ApiError::ModelNotFound(model.to_owned()))
+    }
+
+    /// Whether the local model is this model's last resort.
+    pub fn local_fallback(&self, model: &str) -> bool {
+        self.local_fallback.contains(model)
     }
 
     /// Public model names, sorted.
