@@ -11,6 +11,11 @@ use base64::Engine;
 use common::*;
 use serde_json::{json, Value};
 
+/// One model-loading gateway at a time in this test binary: they are large, and the memory
+/// check below must see only its own traffic.
+static SERIAL: std::sync::LazyLock<tokio::sync::Mutex<()>> =
+    std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));
+
 fn local_config(extra: &str) -> String {
     format!("[server]\nworkers = 2\n[local]\nenabled = true\n{extra}\n")
 }
@@ -40,6 +45,7 @@ async fn embed(gw: &Gateway, body: Value) -> reqwest::Response {
 
 #[actix_rt::test]
 async fn embeddings_match_the_reference_in_both_encodings() {
+    let _serial = SERIAL.lock().await;
     let gw = Gateway::start(&local_config("")).await;
     gw.wait_ready().await;
     let input = json!(["A man is eating food.", "A man is eating a piece of bread."]);
@@ -91,6 +97,7 @@ async fn embeddings_match_the_reference_in_both_encodings() {
 
 #[actix_rt::test]
 async fn bad_embedding_input_is_a_400() {
+    let _serial = SERIAL.lock().await;
     let gw = Gateway::start(&local_config("")).await;
     gw.wait_ready().await;
     for (body, param) in [
@@ -123,6 +130,7 @@ async fn bad_embedding_input_is_a_400() {
 
 #[actix_rt::test]
 async fn a_panicking_worker_fails_one_request_and_is_rebuilt() {
+    let _serial = SERIAL.lock().await;
     let gw = Gateway::start(&local_config("fault_injection = true")).await;
     gw.wait_ready().await;
     let resp = embed(
@@ -170,6 +178,7 @@ fn rss_kib() -> u64 {
 
 #[actix_rt::test]
 async fn a_full_queue_answers_429_and_nothing_hangs() {
+    let _serial = SERIAL.lock().await;
     let gw = Gateway::start(&local_config("queue = 4")).await;
     gw.wait_ready().await;
     let before = rss_kib();
@@ -217,6 +226,7 @@ async fn a_full_queue_answers_429_and_nothing_hangs() {
 
 #[actix_rt::test]
 async fn missing_weights_leave_the_daemon_up_and_say_why() {
+    let _serial = SERIAL.lock().await;
     let empty = tempfile::tempdir().unwrap();
     let cfg = local_config(&format!("models_dir = \"{}\"", empty.path().display()));
     let gw = Gateway::start(&cfg).await;
@@ -249,6 +259,7 @@ async fn missing_weights_leave_the_daemon_up_and_say_why() {
 
 #[actix_rt::test]
 async fn local_chat_answers_whole_and_streamed() {
+    let _serial = SERIAL.lock().await;
     let gw = Gateway::start(&local_config("")).await;
     gw.wait_ready().await;
     let ask = json!({"model": "local/smollm2", "max_tokens": 12,
@@ -360,6 +371,7 @@ async fn local_chat_answers_whole_and_streamed() {
 
 #[actix_rt::test]
 async fn a_panicking_generation_worker_is_rebuilt() {
+    let _serial = SERIAL.lock().await;
     let gw = Gateway::start(&local_config("fault_injection = true")).await;
     gw.wait_ready().await;
     let bad = json!({"model": "local/smollm2", "max_tokens": 4, "messages": [{"role": "user", "content": "__switchyard_panic__"}]});
@@ -382,6 +394,7 @@ async fn a_panicking_generation_worker_is_rebuilt() {
 
 #[actix_rt::test]
 async fn the_local_model_is_the_last_resort_when_every_upstream_fails() {
+    let _serial = SERIAL.lock().await;
     let cfg = format!(
         "[server]\nworkers = 2\n[providers.down]\ntype = \"openai\"\nbase_url = \"{}\"\nmax_retries = 0\n\
          [models.m]\ntargets = [{{ provider = \"down\", model = \"x\" }}]\nlocal_fallback = true\n\
