@@ -115,10 +115,16 @@ async fn run(
             None => last.push((provider.to_owned(), e)),
         };
     let mut calls = 0u32;
+    // 429s each upstream has answered this request: after `max_retries` more of them, the
+    // upstream is done for this request (a steady 429 should reach the client promptly).
+    let mut rate_limited = vec![0u32; routes.len()];
     'rounds: for _ in 0..MAX_ROUNDS {
         let mut next_chance: Option<Duration> = None;
-        for route in routes {
+        for (index, route) in routes.iter().enumerate() {
             let retry = &route.upstream.spec().retry;
+            if rate_limited[index] > retry.max_retries {
+                continue;
+            }
             let mut retries = 0;
             loop {
                 if Instant::now() >= deadline {
@@ -147,7 +153,14 @@ async fn run(
                         if !e.should_fail_over() {
                             return Err(e.into_api_error());
                         }
-                        next_chance = soonest(next_chance, e.available_in());
+                        if matches!(e, ProviderError::Status { status: 429, .. }) {
+                            rate_limited[index] += 1;
+                            if rate_limited[index] <= retry.max_retries {
+                                next_chance = soonest(next_chance, e.available_in());
+                            }
+                        } else {
+                            next_chance = soonest(next_chance, e.available_in());
+                        }
                         let again = e.retry_same() && retries < retry.max_retries;
                         tracing::warn!(provider = %route.provider, error = %e, retrying = again, "upstream call failed");
                         remember(e, &route.provider);
