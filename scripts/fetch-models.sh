@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-DEST="${SWITCHYARD_MODELS_DIR:-$CACHE_DIR/models}"
+DEST="$SWITCHYARD_MODELS_DIR"
 MANIFEST="$ROOT/models/manifest.toml"
 mkdir -p "$DEST"
 

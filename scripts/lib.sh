@@ -5,6 +5,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE_DIR="${SWITCHYARD_CACHE_DIR:-$HOME/.cache/switchyard}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 VENV="${SWITCHYARD_VENV:-$CACHE_DIR/venv}"
+# Where fetch-models.sh puts weights and where the daemon and tests look for them.
+export SWITCHYARD_MODELS_DIR="${SWITCHYARD_MODELS_DIR:-$CACHE_DIR/models}"
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 

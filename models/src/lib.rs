@@ -7,11 +7,13 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod classify;
 pub mod device;
 pub mod embed;
 pub mod error;
 pub mod generate;
 pub mod store;
+pub mod summarize;
 
 pub use device::{select_device, DeviceChoice};
 pub use embed::Embedder;

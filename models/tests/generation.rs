@@ -131,3 +131,30 @@ fn cancelling_stops_early() {
     assert_eq!(out.finish, Finish::Cancelled);
     assert!(out.completion_tokens < 10);
 }
+
+#[test]
+fn a_summary_keeps_the_key_facts_and_reports_progress() {
+    let mut g = generator();
+    let text = "The Eiffel Tower is a wrought-iron lattice tower in Paris, France. It was designed \
+                by the engineering company of Gustave Eiffel and built between 1887 and 1889 as the \
+                entrance to the 1889 World's Fair. It is 330 metres tall and was the tallest \
+                man-made structure in the world until 1930. Today it is the most visited paid \
+                monument in the world, with about six million visitors a year.";
+    let mut seen = Vec::new();
+    let s = switchyard_models::summarize::summarize(&mut g, text, 80, |p| {
+        seen.push(p);
+        true
+    })
+    .unwrap();
+    eprintln!("summary: {}", s.text);
+    assert!(s.text.contains("Eiffel"), "{}", s.text);
+    assert!(s.text.contains("Paris"), "{}", s.text);
+    assert_eq!(s.chunks, 1);
+    assert_eq!(seen.last().map(|p| (p.done, p.total)), Some((1, 1)));
+
+    // a long input is chunked, summarised per chunk and reduced, with progress per chunk
+    let long = format!("{text} ").repeat(40);
+    let pieces = switchyard_models::summarize::chunks(&g, &long, 300).unwrap();
+    assert!(pieces.len() > 3, "{}", pieces.len());
+    assert!(pieces.iter().all(|p| g.encode(p).unwrap().len() <= 300));
+}
