@@ -441,3 +441,85 @@ async fn the_local_model_is_the_last_resort_when_every_upstream_fails() {
         .unwrap();
     assert_eq!(resp.status(), 503, "not configured for this model");
 }
+
+#[actix_rt::test]
+async fn classify_and_summarize_over_http() {
+    let _serial = SERIAL.lock().await;
+    let gw = Gateway::start(&local_config("")).await;
+    gw.wait_ready().await;
+    let rows: Vec<Value> = include_str!("../../models/tests/data/support_tickets.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let labels = json!([
+        {"name": "billing", "description": "payments, charges, invoices, refunds and prices"},
+        {"name": "technical", "description": "software bugs, errors, crashes and performance problems"},
+        {"name": "shipping", "description": "delivery of orders, parcels, couriers and tracking"},
+        {"name": "account", "description": "login, passwords, profile settings and account security"}
+    ]);
+    let input: Vec<&str> = rows.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    let resp = client()
+        .post(gw.url("/v1/classify"))
+        .json(&json!({"input": input, "labels": labels}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let correct = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&rows)
+        .filter(|(d, r)| d["label"] == r["label"])
+        .count();
+    eprintln!("/v1/classify accuracy: {correct}/{}", rows.len());
+    assert!(correct * 4 >= rows.len() * 3, "{correct}/{}", rows.len());
+    assert!(body["data"][0]["margin"].as_f64().unwrap() > 0.0);
+
+    let bad = client()
+        .post(gw.url("/v1/classify"))
+        .json(&json!({"input": "x", "labels": ["only-one"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let text =
+        "The Eiffel Tower is a wrought-iron lattice tower in Paris, France. It was built between \
+                1887 and 1889 as the entrance to the 1889 World's Fair and is 330 metres tall.";
+    let resp = client()
+        .post(gw.url("/v1/summarize"))
+        .json(&json!({"input": text, "max_tokens": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let summary = body["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("Eiffel") && summary.contains("Paris"),
+        "{body}"
+    );
+
+    let resp = client()
+        .post(gw.url("/v1/summarize"))
+        .json(&json!({"input": text, "max_tokens": 60, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let sse = resp.text().await.unwrap();
+    let names: Vec<&str> = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names, vec!["progress", "summary"], "{sse}");
+
+    let empty = client()
+        .post(gw.url("/v1/summarize"))
+        .json(&json!({"input": "  "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 400);
+}

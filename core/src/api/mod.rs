@@ -6,11 +6,13 @@
 pub mod auth;
 pub mod body;
 pub mod chat;
+pub mod classify;
 pub mod embeddings;
 pub mod health;
 pub mod messages;
 pub mod models;
 pub mod sse;
+pub mod summarize;
 
 use std::sync::Arc;
 
@@ -61,6 +63,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/models")
             .route(web::get().to(models::list))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/classify")
+            .route(web::post().to(classify::classify))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/summarize")
+            .route(web::post().to(summarize::summarize))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

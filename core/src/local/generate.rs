@@ -81,6 +81,62 @@ impl Handler<Generate> for GenWorker {
     }
 }
 
+/// What a summary in progress reports.
+#[derive(Debug)]
+pub enum SummaryEvent {
+    /// Chunks done out of planned.
+    Progress(switchyard_models::summarize::Progress),
+    /// The finished summary.
+    Done(switchyard_models::summarize::Summary),
+    /// It failed.
+    Failed(LocalError),
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Summarize {
+    text: String,
+    max_tokens: usize,
+    events: mpsc::UnboundedSender<SummaryEvent>,
+}
+
+impl Handler<Summarize> for GenWorker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Summarize, ctx: &mut Self::Context) {
+        let inject = self.fault_injection && msg.text.contains(PANIC_TRIGGER);
+        let gen = &mut self.gen;
+        let events = &msg.events;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            if inject {
+                #[allow(clippy::panic)] // the test-only fault, by design
+                {
+                    panic!("injected fault in the summariser");
+                }
+            }
+            switchyard_models::summarize::summarize(gen, &msg.text, msg.max_tokens, |p| {
+                events.send(SummaryEvent::Progress(p)).is_ok()
+            })
+        }));
+        let last = match result {
+            Ok(Ok(s)) => SummaryEvent::Done(s),
+            Ok(Err(switchyard_models::ModelError::Input(m))) => {
+                SummaryEvent::Failed(LocalError::Input(m))
+            }
+            Ok(Err(e)) => SummaryEvent::Failed(LocalError::Inference(e.to_string())),
+            Err(_) => {
+                tracing::error!(
+                    model = CHAT_MODEL,
+                    "summariser panicked; rebuilding the worker"
+                );
+                ctx.stop();
+                SummaryEvent::Failed(LocalError::Crashed(CHAT_MODEL.to_owned()))
+            }
+        };
+        let _ = msg.events.send(last);
+    }
+}
+
 /// The local chat model as the rest of the runtime sees it.
 pub struct GenService {
     worker: OnceLock<Addr<GenWorker>>,
@@ -160,6 +216,35 @@ impl GenService {
             .try_acquire_owned()
             .map_err(|_| LocalError::Busy(CHAT_MODEL.to_owned()))?;
         Ok((permit, worker))
+    }
+
+    /// Summarise a text; events arrive on the returned channel (progress per chunk, then the
+    /// summary or the failure). Dropping the receiver cancels the work.
+    pub fn summarize(
+        &self,
+        text: String,
+        max_tokens: usize,
+    ) -> Result<mpsc::UnboundedReceiver<SummaryEvent>, LocalError> {
+        let (permit, worker) = self.admit()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        actix_rt::spawn(async move {
+            let failed = tx.clone();
+            if worker
+                .send(Summarize {
+                    text,
+                    max_tokens,
+                    events: tx,
+                })
+                .await
+                .is_err()
+            {
+                let _ = failed.send(SummaryEvent::Failed(LocalError::Crashed(
+                    CHAT_MODEL.to_owned(),
+                )));
+            }
+            drop(permit);
+        });
+        Ok(rx)
     }
 
     /// A whole answer.

@@ -1,0 +1,140 @@
+//! `POST /v1/classify`: zero-shot classification on the local embedding model. Labels may carry
+//! descriptions and examples; scores are probabilities and the margin is the confidence.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchyard_models::classify::{centroids, label_texts, score, Label};
+
+use super::body::{parse_json, read_limited};
+use super::embeddings::MAX_INPUTS;
+use super::AppState;
+use crate::error::ApiError;
+use crate::local::EMBED_MODEL;
+
+/// Most labels per request.
+pub const MAX_LABELS: usize = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Texts {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum LabelIn {
+    Name(String),
+    Full(Label),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassifyRequest {
+    #[serde(default)]
+    model: Option<String>,
+    input: Texts,
+    labels: Vec<LabelIn>,
+}
+
+/// Handle a classification request.
+pub async fn classify(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.authenticate(&req)?;
+    let body = read_limited(&req, payload, state.config.server.max_body_bytes).await?;
+    let r: ClassifyRequest = parse_json(&body)?;
+    drop(body);
+    if let Some(m) = r
+        .model
+        .as_deref()
+        .filter(|m| *m != EMBED_MODEL && *m != "minilm")
+    {
+        return Err(ApiError::ModelNotFound(m.to_owned()));
+    }
+    let service = state
+        .local
+        .embed
+        .as_ref()
+        .ok_or_else(|| ApiError::ModelNotFound(EMBED_MODEL.to_owned()))?;
+    let texts = match r.input {
+        Texts::One(s) => vec![s],
+        Texts::Many(v) => v,
+    };
+    if texts.is_empty() || texts.len() > MAX_INPUTS {
+        return Err(ApiError::param(
+            "input",
+            format!("give 1 to {MAX_INPUTS} texts."),
+        ));
+    }
+    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(ApiError::param(
+            format!("input[{i}]"),
+            "texts must not be empty.",
+        ));
+    }
+    let labels: Vec<Label> = r
+        .labels
+        .into_iter()
+        .map(|l| match l {
+            LabelIn::Name(name) => Label {
+                name,
+                ..Label::default()
+            },
+            LabelIn::Full(l) => l,
+        })
+        .collect();
+    if labels.len() < 2 || labels.len() > MAX_LABELS {
+        return Err(ApiError::param(
+            "labels",
+            format!("give 2 to {MAX_LABELS} labels."),
+        ));
+    }
+    if let Some(i) = labels.iter().position(|l| l.name.trim().is_empty()) {
+        return Err(ApiError::param(
+            format!("labels[{i}].name"),
+            "label names must not be empty.",
+        ));
+    }
+    let (describing, owner) = label_texts(&labels);
+    if describing.iter().any(|t| t.trim().is_empty()) {
+        return Err(ApiError::param(
+            "labels",
+            "label descriptions and examples must not be empty.",
+        ));
+    }
+    let n_labels_texts = describing.len();
+    let mut all: Vec<String> = describing.iter().map(|s| (*s).to_owned()).collect();
+    all.extend(texts);
+    let permit = service.admit()?;
+    let (mut vectors, tokens) = service.embed(&permit, all).await?;
+    drop(permit);
+    let text_vecs = vectors.split_off(n_labels_texts);
+    let centres = centroids(labels.len(), &vectors, &owner);
+    let results = score(&labels, &text_vecs, &centres);
+    let data: Vec<Value> = results
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let scores: serde_json::Map<String, Value> = c
+                .scores
+                .iter()
+                .map(|(n, p)| (n.clone(), json!(p)))
+                .collect();
+            json!({"index": i, "label": c.label, "scores": scores, "margin": c.margin})
+        })
+        .collect();
+    let prompt_tokens: usize = tokens[n_labels_texts..].iter().sum();
+    Ok(HttpResponse::Ok()
+        .insert_header(("x-switchyard-provider", "local"))
+        .insert_header(("x-switchyard-model", EMBED_MODEL))
+        .json(json!({
+            "object": "list",
+            "model": EMBED_MODEL,
+            "data": data,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        })))
+}
