@@ -562,3 +562,54 @@ async fn sled_data_survives_a_restart_and_is_locked_while_open() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// Time to the first streamed event, direct from the mock and through the gateway, for the same
+/// scripted upstream (first token after 200 ms): the gateway adds next to nothing.
+#[actix_rt::test]
+async fn the_first_token_is_not_held_back() {
+    let mock = MockServer::start_local(MockConfig {
+        ttft: Latency::Fixed(200),
+        itl: Latency::Fixed(50),
+        reply_words: 5,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = Gateway::start(&chain_config("m", &[mock.openai_base_url()])).await;
+    let c = client();
+    async fn first_event(c: &reqwest::Client, url: String, model: &str) -> Duration {
+        let start = Instant::now();
+        let resp = c
+            .post(url)
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": true}))
+            .send()
+            .await
+            .unwrap();
+        let events = read_sse(resp, start).await;
+        events[0].at
+    }
+    let mut direct = Vec::new();
+    let mut via = Vec::new();
+    for _ in 0..5 {
+        direct.push(
+            first_event(
+                &c,
+                format!("{}/chat/completions", mock.openai_base_url()),
+                "x",
+            )
+            .await,
+        );
+        via.push(first_event(&c, gw.url("/v1/chat/completions"), "m").await);
+    }
+    direct.sort();
+    via.sort();
+    let added = via[2].saturating_sub(direct[2]);
+    eprintln!(
+        "time to first event: direct {:?}, through the gateway {:?} (median added {added:?})",
+        direct[2], via[2]
+    );
+    assert!(
+        added < Duration::from_millis(25),
+        "gateway added {added:?} to the first token"
+    );
+}
