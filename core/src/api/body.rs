@@ -34,6 +34,18 @@ pub async fn read_limited(
     Ok(body)
 }
 
+/// The opening of every JSON endpoint: authenticate the caller, read the body within the
+/// configured limit, and parse it.
+pub async fn read_request<T: DeserializeOwned>(
+    state: &super::AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<(super::auth::Principal, T), ApiError> {
+    let principal = state.auth.authenticate(req)?;
+    let body = read_limited(req, payload, state.config.server.max_body_bytes).await?;
+    Ok((principal, parse_json(&body)?))
+}
+
 /// Parse JSON into `T`; syntax errors are `invalid_json`, shape errors name the parameter.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {

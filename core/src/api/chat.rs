@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::body::{parse_json, read_limited};
+use super::body::read_request;
 use super::AppState;
 use crate::error::ApiError;
 use crate::providers::chain::{self, Served};
@@ -132,10 +132,7 @@ pub async fn completions(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let _principal = state.auth.authenticate(&req)?;
-    let body = read_limited(&req, payload, state.config.server.max_body_bytes).await?;
-    let chat: ChatRequest = parse_json(&body)?;
-    drop(body);
+    let (_principal, chat): (_, ChatRequest) = read_request(&state, &req, payload).await?;
     validate(&chat)?;
     let span = tracing::Span::current();
     span.record("model", chat.model.as_str());

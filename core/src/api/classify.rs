@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_models::classify::{centroids, label_texts, score, Label};
 
-use super::body::{parse_json, read_limited};
+use super::body::read_request;
 use super::embeddings::MAX_INPUTS;
 use super::AppState;
 use crate::error::ApiError;
@@ -44,10 +44,7 @@ pub async fn classify(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    state.auth.authenticate(&req)?;
-    let body = read_limited(&req, payload, state.config.server.max_body_bytes).await?;
-    let r: ClassifyRequest = parse_json(&body)?;
-    drop(body);
+    let (_principal, r): (_, ClassifyRequest) = read_request(&state, &req, payload).await?;
     if let Some(m) = r
         .model
         .as_deref()

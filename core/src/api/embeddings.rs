@@ -5,7 +5,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::body::{parse_json, read_limited};
+use super::body::read_request;
 use super::AppState;
 use crate::error::ApiError;
 use crate::local::EMBED_MODEL;
@@ -50,10 +50,7 @@ pub async fn embeddings(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    state.auth.authenticate(&req)?;
-    let body = read_limited(&req, payload, state.config.server.max_body_bytes).await?;
-    let r: EmbeddingsRequest = parse_json(&body)?;
-    drop(body);
+    let (_principal, r): (_, EmbeddingsRequest) = read_request(&state, &req, payload).await?;
     let span = tracing::Span::current();
     span.record("model", r.model.as_str());
     if r.model != EMBED_MODEL && r.model != "minilm" {

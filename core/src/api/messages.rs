@@ -12,7 +12,7 @@ use futures_util::stream::{BoxStream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::body::{parse_json, read_limited};
+use super::body::read_request;
 use super::chat::{deadline, served_headers, validate};
 use super::AppState;
 use crate::error::ApiError;
@@ -501,10 +501,7 @@ pub async fn messages(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, AnthropicError> {
-    state.auth.authenticate(&req)?;
-    let body = read_limited(&req, payload, state.config.server.max_body_bytes).await?;
-    let wire: MessagesRequest = parse_json(&body)?;
-    drop(body);
+    let (_principal, wire): (_, MessagesRequest) = read_request(&state, &req, payload).await?;
     if wire.messages.is_empty() {
         return Err(
             ApiError::param("messages", "'messages' must contain at least one message.").into(),

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::body::{parse_json, read_limited};
+use super::body::read_request;
 use super::AppState;
 use crate::error::ApiError;
 use crate::local::generate::{SummaryEvent, CHAT_MODEL};
@@ -40,10 +40,7 @@ pub async fn summarize(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    state.auth.authenticate(&req)?;
-    let body = read_limited(&req, payload, state.config.server.max_body_bytes).await?;
-    let r: SummarizeRequest = parse_json(&body)?;
-    drop(body);
+    let (_principal, r): (_, SummarizeRequest) = read_request(&state, &req, payload).await?;
     if let Some(m) = r
         .model
         .as_deref()

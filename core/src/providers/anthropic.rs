@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::error::truncate;
-use super::http::{remaining, status_error, transport_error, MAX_ERROR_MESSAGE};
+use super::http::{send_for_json, send_for_stream, MAX_ERROR_MESSAGE};
 use super::{ChunkStream, Lease, ProviderError};
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, Delta, Dialect, Extra,
@@ -399,23 +399,8 @@ pub async fn chat(
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChatResponse, ProviderError> {
-    let name = lease.spec().name.as_str();
-    let body = to_wire(req, model, false).map_err(|m| invalid(name, m))?;
-    let left = remaining(name, deadline)?;
-    let resp = request(lease, &body)
-        .timeout(left)
-        .send()
-        .await
-        .map_err(|e| transport_error(name, &e))?;
-    lease.observe_headers(resp.headers());
-    if !resp.status().is_success() {
-        return Err(status_error(name, resp).await);
-    }
-    let bytes = resp.bytes().await.map_err(|e| transport_error(name, &e))?;
-    let wire: WireResponse = serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode {
-        provider: name.to_owned(),
-        message: truncate(&e.to_string(), MAX_ERROR_MESSAGE),
-    })?;
+    let body = to_wire(req, model, false).map_err(|m| invalid(&lease.spec().name, m))?;
+    let wire: WireResponse = send_for_json(lease, request(lease, &body), deadline).await?;
     Ok(from_wire(wire))
 }
 
@@ -426,18 +411,9 @@ pub async fn chat_stream(
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChunkStream, ProviderError> {
-    let name = lease.spec().name.clone();
-    let body = to_wire(req, model, true).map_err(|m| invalid(&name, m))?;
-    let left = remaining(&name, deadline)?;
-    let resp = match tokio::time::timeout(left, request(lease, &body).send()).await {
-        Ok(r) => r.map_err(|e| transport_error(&name, &e))?,
-        Err(_) => return Err(ProviderError::Timeout { provider: name }),
-    };
-    lease.observe_headers(resp.headers());
-    if !resp.status().is_success() {
-        return Err(status_error(&name, resp).await);
-    }
-    Ok(decode_events(name, resp))
+    let body = to_wire(req, model, true).map_err(|m| invalid(&lease.spec().name, m))?;
+    let resp = send_for_stream(lease, request(lease, &body), deadline).await?;
+    Ok(decode_events(lease.spec().name.clone(), resp))
 }
 
 /// Decoder state for one event stream.

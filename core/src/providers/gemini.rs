@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::truncate;
-use super::http::{remaining, status_error, transport_error, MAX_ERROR_MESSAGE};
+use super::http::{send_for_json, send_for_stream, MAX_ERROR_MESSAGE};
 use super::{ChunkStream, Lease, ProviderError};
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, Delta, Extra,
@@ -354,21 +354,8 @@ pub async fn chat(
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChatResponse, ProviderError> {
-    let name = lease.spec().name.as_str();
-    let left = remaining(name, deadline)?;
-    let resp = request(lease, model, &to_wire(req), false)
-        .timeout(left)
-        .send()
-        .await
-        .map_err(|e| transport_error(name, &e))?;
-    if !resp.status().is_success() {
-        return Err(status_error(name, resp).await);
-    }
-    let bytes = resp.bytes().await.map_err(|e| transport_error(name, &e))?;
-    let wire: WireResponse = serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode {
-        provider: name.to_owned(),
-        message: truncate(&e.to_string(), MAX_ERROR_MESSAGE),
-    })?;
+    let wire: WireResponse =
+        send_for_json(lease, request(lease, model, &to_wire(req), false), deadline).await?;
     Ok(from_wire(wire, model))
 }
 
@@ -379,17 +366,12 @@ pub async fn chat_stream(
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChunkStream, ProviderError> {
-    let name = lease.spec().name.clone();
-    let left = remaining(&name, deadline)?;
-    let send = request(lease, model, &to_wire(req), true).send();
-    let resp = match tokio::time::timeout(left, send).await {
-        Ok(r) => r.map_err(|e| transport_error(&name, &e))?,
-        Err(_) => return Err(ProviderError::Timeout { provider: name }),
-    };
-    if !resp.status().is_success() {
-        return Err(status_error(&name, resp).await);
-    }
-    Ok(decode_stream(name, model.to_owned(), resp))
+    let resp = send_for_stream(lease, request(lease, model, &to_wire(req), true), deadline).await?;
+    Ok(decode_stream(
+        lease.spec().name.clone(),
+        model.to_owned(),
+        resp,
+    ))
 }
 
 struct StreamState {

@@ -123,3 +123,52 @@ pub(crate) fn parse_retry_after(h: &reqwest::header::HeaderMap) -> Option<Durati
         .ok()?;
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
 }
+
+/// Send a request whose whole answer must arrive before `deadline`; note rate-limit headers;
+/// turn a non-success status into [`ProviderError::Status`]; parse the JSON body as `T`.
+pub(crate) async fn send_for_json<T: serde::de::DeserializeOwned>(
+    lease: &super::Lease,
+    rb: reqwest::RequestBuilder,
+    deadline: Instant,
+) -> Result<T, ProviderError> {
+    let name = lease.spec().name.as_str();
+    let left = remaining(name, deadline)?;
+    let resp = rb
+        .timeout(left)
+        .send()
+        .await
+        .map_err(|e| transport_error(name, &e))?;
+    lease.observe_headers(resp.headers());
+    if !resp.status().is_success() {
+        return Err(status_error(name, resp).await);
+    }
+    let bytes = resp.bytes().await.map_err(|e| transport_error(name, &e))?;
+    serde_json::from_slice::<T>(&bytes).map_err(|e| ProviderError::Decode {
+        provider: name.to_owned(),
+        message: truncate(&e.to_string(), MAX_ERROR_MESSAGE),
+    })
+}
+
+/// Send a streaming request: only the response head must arrive before `deadline` (the body
+/// is read, and timed, by the caller). Rate-limit headers and error statuses as above.
+pub(crate) async fn send_for_stream(
+    lease: &super::Lease,
+    rb: reqwest::RequestBuilder,
+    deadline: Instant,
+) -> Result<reqwest::Response, ProviderError> {
+    let name = lease.spec().name.as_str();
+    let left = remaining(name, deadline)?;
+    let resp = match tokio::time::timeout(left, rb.send()).await {
+        Ok(r) => r.map_err(|e| transport_error(name, &e))?,
+        Err(_) => {
+            return Err(ProviderError::Timeout {
+                provider: name.to_owned(),
+            })
+        }
+    };
+    lease.observe_headers(resp.headers());
+    if !resp.status().is_success() {
+        return Err(status_error(name, resp).await);
+    }
+    Ok(resp)
+}

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 
 use super::error::truncate;
-use super::http::{remaining, status_error, transport_error, WireError, MAX_ERROR_MESSAGE};
+use super::http::{send_for_json, send_for_stream, WireError, MAX_ERROR_MESSAGE};
 use super::{ChunkStream, Lease, ProviderError};
 use crate::types::{ChatChunk, ChatRequest, ChatResponse, Content, Dialect};
 
@@ -56,22 +56,7 @@ pub async fn chat(
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChatResponse, ProviderError> {
-    let name = lease.spec().name.as_str();
-    let left = remaining(name, deadline)?;
-    let resp = request(lease, model, req, false)
-        .timeout(left)
-        .send()
-        .await
-        .map_err(|e| transport_error(name, &e))?;
-    lease.observe_headers(resp.headers());
-    if !resp.status().is_success() {
-        return Err(status_error(name, resp).await);
-    }
-    let bytes = resp.bytes().await.map_err(|e| transport_error(name, &e))?;
-    serde_json::from_slice::<ChatResponse>(&bytes).map_err(|e| ProviderError::Decode {
-        provider: name.to_owned(),
-        message: truncate(&e.to_string(), MAX_ERROR_MESSAGE),
-    })
+    send_for_json(lease, request(lease, model, req, false), deadline).await
 }
 
 /// Start a streamed call; the stream yields chunks until `[DONE]`.
@@ -81,18 +66,8 @@ pub async fn chat_stream(
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChunkStream, ProviderError> {
-    let name = lease.spec().name.clone();
-    let left = remaining(&name, deadline)?;
-    let send = request(lease, model, req, true).send();
-    let resp = match tokio::time::timeout(left, send).await {
-        Ok(r) => r.map_err(|e| transport_error(&name, &e))?,
-        Err(_) => return Err(ProviderError::Timeout { provider: name }),
-    };
-    lease.observe_headers(resp.headers());
-    if !resp.status().is_success() {
-        return Err(status_error(&name, resp).await);
-    }
-    Ok(decode_sse(name, resp))
+    let resp = send_for_stream(lease, request(lease, model, req, true), deadline).await?;
+    Ok(decode_sse(lease.spec().name.clone(), resp))
 }
 
 struct SseState {
