@@ -13,6 +13,11 @@ fn main() -> anyhow::Result<()> {
         } => {
             let config = cli::serve_config(config, listen, data_dir)?;
             switchyard_core::telemetry::init(&config.log);
+            if config.local.dequantize && std::env::var_os("CANDLE_DEQUANTIZE_ALL").is_none() {
+                // candle reads this when it loads quantized weights; set it while the process
+                // is still single-threaded. See `[local] dequantize`.
+                std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
+            }
             actix_rt::System::new().block_on(async move {
                 let running = switchyard_core::server::start(config).await?;
                 running.wait().await?;

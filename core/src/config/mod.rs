@@ -100,6 +100,11 @@ pub struct RawLocal {
     /// Test-only: an input of exactly `__switchyard_panic__` makes the worker panic.
     #[serde(default)]
     pub fault_injection: bool,
+    /// Expand the quantized LLM weights to f32 at load: on CPU this measured 18x faster
+    /// prompt processing (511 vs 29 tok/s) and 13% faster decoding for SmolLM2-135M, for
+    /// ~0.5 GB of memory. Applied by `switchyard serve` at start-up.
+    #[serde(default = "default_true")]
+    pub dequantize: bool,
 }
 
 fn default_true() -> bool {
@@ -117,6 +122,7 @@ impl Default for RawLocal {
             device: LocalDevice::default(),
             queue: default_local_queue(),
             fault_injection: false,
+            dequantize: true,
         }
     }
 }
@@ -451,6 +457,8 @@ pub struct LocalConfig {
     pub queue: usize,
     /// Test-only panic trigger.
     pub fault_injection: bool,
+    /// Expand quantized weights to f32.
+    pub dequantize: bool,
 }
 
 /// Validated `[server]`.
@@ -855,6 +863,7 @@ impl Config {
             device: raw.local.device,
             queue: raw.local.queue,
             fault_injection: raw.local.fault_injection,
+            dequantize: raw.local.dequantize,
         };
         Ok(Self {
             server,
