@@ -75,11 +75,13 @@ impl ModelFiles {
     }
 }
 
-/// Finds model files on disk.
+/// Finds model files: the models folder, the Hugging Face cache, then (with the `hub` feature,
+/// unless turned off or `HF_HUB_OFFLINE` is set) a download from the hub at the pinned revision.
 #[derive(Debug, Clone)]
 pub struct ModelStore {
     dir: PathBuf,
     hf_cache: Option<PathBuf>,
+    hub: bool,
 }
 
 impl ModelStore {
@@ -95,7 +97,14 @@ impl ModelStore {
         Self {
             dir: dir.into(),
             hf_cache,
+            hub: !hub_offline(),
         }
+    }
+
+    /// Allow or forbid downloads from the hub.
+    pub fn with_hub(mut self, on: bool) -> Self {
+        self.hub = on && !hub_offline();
+        self
     }
 
     /// The default models folder: `$SWITCHYARD_MODELS_DIR`, else `~/.cache/switchyard/models`.
@@ -123,33 +132,84 @@ impl ModelStore {
         for f in &model.files {
             let mut candidates = vec![self.dir.join(&model.dir).join(&f.path)];
             if let Some(cache) = &self.hf_cache {
-                let repo = format!("models--{}", model.hub_repo.replace('/', "--"));
-                candidates.push(
-                    cache
-                        .join(&repo)
-                        .join("snapshots")
-                        .join(&model.hub_revision)
-                        .join(&f.path),
-                );
+                let repo = cache.join(format!("models--{}", model.hub_repo.replace('/', "--")));
+                // A branch name is resolved through `refs/<name>` to the snapshot's commit.
+                let commit = std::fs::read_to_string(repo.join("refs").join(&model.hub_revision))
+                    .map(|c| c.trim().to_owned())
+                    .unwrap_or_else(|_| model.hub_revision.clone());
+                candidates.push(repo.join("snapshots").join(commit).join(&f.path));
             }
-            let found = candidates
-                .iter()
-                .find(|p| p.is_file())
-                .cloned()
-                .ok_or_else(|| ModelError::NotFound {
-                    model: id.to_owned(),
-                    file: f.path.clone(),
-                    looked: candidates
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
+            let looked = || {
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let found = match candidates.iter().find(|p| p.is_file()) {
+                Some(p) => p.clone(),
+                None if self.hub => {
+                    download(&model, &f.path).map_err(|reason| ModelError::NotFound {
+                        model: id.to_owned(),
+                        file: f.path.clone(),
+                        looked: format!(
+                            "{}, and the hub ({}@{}: {reason})",
+                            looked(),
+                            model.hub_repo,
+                            model.hub_revision
+                        ),
+                    })?
+                }
+                None => {
+                    return Err(ModelError::NotFound {
+                        model: id.to_owned(),
+                        file: f.path.clone(),
+                        looked: looked(),
+                    })
+                }
+            };
             verify(&found, &f.sha256)?;
             paths.push(found);
         }
         Ok(ModelFiles { model, paths })
     }
+}
+
+fn hub_offline() -> bool {
+    std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v != "0")
+}
+
+/// Download one file from the hub into the Hugging Face cache, with a progress bar. Runs its
+/// own small runtime on its own thread, so it is safe to call from anywhere.
+#[cfg(feature = "hub")]
+fn download(model: &ManifestModel, file: &str) -> Result<PathBuf, String> {
+    let repo = hf_hub::Repo::with_revision(
+        model.hub_repo.clone(),
+        hf_hub::RepoType::Model,
+        model.hub_revision.clone(),
+    );
+    let file = file.to_owned();
+    tracing::info!(repo = %model.hub_repo, revision = %model.hub_revision, %file, "downloading from the Hugging Face hub");
+    std::thread::spawn(move || -> Result<PathBuf, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let api = hf_hub::api::tokio::ApiBuilder::from_env()
+                .with_progress(true)
+                .build()
+                .map_err(|e| e.to_string())?;
+            api.repo(repo).get(&file).await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .map_err(|_| "the download thread panicked".to_owned())?
+}
+
+#[cfg(not(feature = "hub"))]
+fn download(_model: &ManifestModel, _file: &str) -> Result<PathBuf, String> {
+    Err("built without the `hub` feature".to_owned())
 }
 
 /// Check a file's sha256.

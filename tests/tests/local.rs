@@ -17,7 +17,8 @@ static SERIAL: std::sync::LazyLock<tokio::sync::Mutex<()>> =
     std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));
 
 fn local_config(extra: &str) -> String {
-    format!("[server]\nworkers = 2\n[local]\nenabled = true\n{extra}\n")
+    // Tests never depend on the hub: weights come from scripts/fetch-models.sh.
+    format!("[server]\nworkers = 2\n[local]\nenabled = true\nhub_download = false\n{extra}\n")
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -398,7 +399,7 @@ async fn the_local_model_is_the_last_resort_when_every_upstream_fails() {
     let cfg = format!(
         "[server]\nworkers = 2\n[providers.down]\ntype = \"openai\"\nbase_url = \"{}\"\nmax_retries = 0\n\
          [models.m]\ntargets = [{{ provider = \"down\", model = \"x\" }}]\nlocal_fallback = true\n\
-         [models.strict]\ntargets = [{{ provider = \"down\", model = \"x\" }}]\n[local]\nenabled = true\n",
+         [models.strict]\ntargets = [{{ provider = \"down\", model = \"x\" }}]\n[local]\nenabled = true\nhub_download = false\n",
         dead_url()
     );
     let gw = Gateway::start(&cfg).await;

@@ -217,12 +217,13 @@ impl EmbedService {
             fault_injection: cfg.fault_injection,
         }
         .start();
-        let (dir, device) = (cfg.models_dir.clone(), cfg.device);
+        let (dir, device, hub) = (cfg.models_dir.clone(), cfg.device, cfg.hub_download);
         let loader = front.clone();
         actix_rt::spawn(async move {
             // Reading, checking and warming the model is CPU work: keep it off the executors.
             let loaded = tokio::task::spawn_blocking(move || -> Result<Arc<Embedder>, String> {
                 let files = ModelStore::new(dir)
+                    .with_hub(hub)
                     .resolve("minilm")
                     .map_err(|e| e.to_string())?;
                 let device = select_device(device_choice(device)).map_err(|e| e.to_string())?;

@@ -152,12 +152,17 @@ impl GenService {
             permits: Arc::new(Semaphore::new(cfg.queue)),
             state: ArcSwap::from_pointee(ModelState::Loading),
         });
-        let (dir, device, fault_injection) =
-            (cfg.models_dir.clone(), cfg.device, cfg.fault_injection);
+        let (dir, device, fault_injection, hub) = (
+            cfg.models_dir.clone(),
+            cfg.device,
+            cfg.fault_injection,
+            cfg.hub_download,
+        );
         let me = Arc::clone(&svc);
         actix_rt::spawn(async move {
             let loaded = tokio::task::spawn_blocking(move || -> Result<Generator, String> {
                 let files = ModelStore::new(dir)
+                    .with_hub(hub)
                     .resolve("smollm2")
                     .map_err(|e| e.to_string())?;
                 let device = select_device(device_choice(device)).map_err(|e| e.to_string())?;
