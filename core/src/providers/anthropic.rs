@@ -9,14 +9,12 @@
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::error::truncate;
-use super::http::{send_for_json, send_for_stream, MAX_ERROR_MESSAGE};
+use super::http::{self, send_for_json, send_for_stream, MAX_ERROR_MESSAGE};
 use super::{ChunkStream, Lease, ProviderError};
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, Delta, Dialect, Extra,
@@ -413,7 +411,11 @@ pub async fn chat_stream(
 ) -> Result<ChunkStream, ProviderError> {
     let body = to_wire(req, model, true).map_err(|m| invalid(&lease.spec().name, m))?;
     let resp = send_for_stream(lease, request(lease, &body), deadline).await?;
-    Ok(decode_events(lease.spec().name.clone(), resp))
+    Ok(http::decode_events(
+        lease.spec().name.clone(),
+        resp,
+        EventDecoder::default(),
+    ))
 }
 
 /// Decoder state for one event stream.
@@ -584,54 +586,26 @@ impl EventDecoder {
     }
 }
 
-fn decode_events(provider: String, resp: reqwest::Response) -> ChunkStream {
-    let events = resp.bytes_stream().eventsource();
-    let state = (
-        events,
-        EventDecoder::default(),
-        std::collections::VecDeque::new(),
-        provider,
-        false,
-    );
-    futures_util::stream::unfold(
-        state,
-        |(mut events, mut dec, mut queue, provider, mut done)| async move {
-            loop {
-                if let Some(c) = queue.pop_front() {
-                    return Some((Ok(c), (events, dec, queue, provider, done)));
-                }
-                if done || dec.finished {
-                    return None;
-                }
-                match events.next().await {
-                    None => {
-                        done = true;
-                        let e = ProviderError::Stream {
-                            provider: provider.clone(),
-                            message: "stream ended before message_stop".to_owned(),
-                        };
-                        return Some((Err(e), (events, dec, queue, provider, done)));
-                    }
-                    Some(Err(e)) => {
-                        done = true;
-                        let e = ProviderError::Stream {
-                            provider: provider.clone(),
-                            message: truncate(&e.to_string(), MAX_ERROR_MESSAGE),
-                        };
-                        return Some((Err(e), (events, dec, queue, provider, done)));
-                    }
-                    Some(Ok(ev)) => match dec.decode(&provider, &ev.event, &ev.data) {
-                        Ok(chunks) => queue.extend(chunks),
-                        Err(e) => {
-                            done = true;
-                            return Some((Err(e), (events, dec, queue, provider, done)));
-                        }
-                    },
-                }
-            }
-        },
-    )
-    .boxed()
+impl http::EventDecoder for EventDecoder {
+    fn event(
+        &mut self,
+        provider: &str,
+        event: &str,
+        data: &str,
+    ) -> Result<Vec<ChatChunk>, ProviderError> {
+        self.decode(provider, event, data)
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
+    fn end(&mut self, provider: &str) -> Result<Vec<ChatChunk>, ProviderError> {
+        Err(ProviderError::Stream {
+            provider: provider.to_owned(),
+            message: "stream ended before message_stop".to_owned(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -8,14 +8,12 @@
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::truncate;
-use super::http::{send_for_json, send_for_stream, MAX_ERROR_MESSAGE};
+use super::http::{self, send_for_json, send_for_stream, MAX_ERROR_MESSAGE};
 use super::{ChunkStream, Lease, ProviderError};
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, Delta, Extra,
@@ -441,7 +439,6 @@ impl StreamState {
 }
 
 fn decode_stream(provider: String, model: String, resp: reqwest::Response) -> ChunkStream {
-    let events = resp.bytes_stream().eventsource();
     let st = StreamState {
         id: format!("gemini-{}", uuid::Uuid::new_v4()),
         model,
@@ -451,66 +448,43 @@ fn decode_stream(provider: String, model: String, resp: reqwest::Response) -> Ch
         next_call: 0,
         usage: None,
     };
-    let state = (
-        events,
-        st,
-        std::collections::VecDeque::new(),
-        provider,
-        false,
-    );
-    futures_util::stream::unfold(
-        state,
-        |(mut events, mut st, mut queue, provider, mut done)| async move {
-            loop {
-                if let Some(c) = queue.pop_front() {
-                    return Some((Ok(c), (events, st, queue, provider, done)));
-                }
-                if done {
-                    return None;
-                }
-                match events.next().await {
-                    None => {
-                        done = true;
-                        if st.finished {
-                            // Usage arrives with the last event; give it its own chunk.
-                            if let Some(u) = st.usage.take() {
-                                let mut c = st.chunk(Vec::new());
-                                c.usage = Some(u);
-                                return Some((Ok(c), (events, st, queue, provider, done)));
-                            }
-                            return None;
-                        }
-                        let e = ProviderError::Stream {
-                            provider: provider.clone(),
-                            message: "stream ended without a finishReason".to_owned(),
-                        };
-                        return Some((Err(e), (events, st, queue, provider, done)));
-                    }
-                    Some(Err(e)) => {
-                        done = true;
-                        let e = ProviderError::Stream {
-                            provider: provider.clone(),
-                            message: truncate(&e.to_string(), MAX_ERROR_MESSAGE),
-                        };
-                        return Some((Err(e), (events, st, queue, provider, done)));
-                    }
-                    Some(Ok(ev)) => {
-                        if ev.data.trim().is_empty() {
-                            continue;
-                        }
-                        match st.decode(&provider, &ev.data) {
-                            Ok(chunks) => queue.extend(chunks),
-                            Err(e) => {
-                                done = true;
-                                return Some((Err(e), (events, st, queue, provider, done)));
-                            }
-                        }
-                    }
-                }
-            }
-        },
-    )
-    .boxed()
+    http::decode_events(provider, resp, st)
+}
+
+/// Gemini streams have no end marker: the body ends after the event with a `finishReason`.
+impl http::EventDecoder for StreamState {
+    fn event(
+        &mut self,
+        provider: &str,
+        _event: &str,
+        data: &str,
+    ) -> Result<Vec<ChatChunk>, ProviderError> {
+        self.decode(provider, data)
+    }
+
+    fn finished(&self) -> bool {
+        false
+    }
+
+    fn end(&mut self, provider: &str) -> Result<Vec<ChatChunk>, ProviderError> {
+        if !self.finished {
+            return Err(ProviderError::Stream {
+                provider: provider.to_owned(),
+                message: "stream ended without a finishReason".to_owned(),
+            });
+        }
+        // Usage comes with the last event; give it a chunk of its own.
+        Ok(self
+            .usage
+            .take()
+            .map(|u| {
+                let mut c = self.chunk(Vec::new());
+                c.usage = Some(u);
+                c
+            })
+            .into_iter()
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::error::truncate;
-use super::ProviderError;
+use super::{ChunkStream, ProviderError};
+use crate::types::ChatChunk;
 
 /// Longest upstream error message passed on to clients and logs.
 pub(crate) const MAX_ERROR_MESSAGE: usize = 512;
@@ -171,4 +172,88 @@ pub(crate) async fn send_for_stream(
         return Err(status_error(name, resp).await);
     }
     Ok(resp)
+}
+
+/// Turns one provider's server-sent events into internal chunks.
+pub(crate) trait EventDecoder: Send + 'static {
+    /// Chunks for one event (`event` is the SSE event name, empty when none was sent).
+    fn event(
+        &mut self,
+        provider: &str,
+        event: &str,
+        data: &str,
+    ) -> Result<Vec<ChatChunk>, ProviderError>;
+    /// The protocol's own end marker has been seen: stop reading.
+    fn finished(&self) -> bool;
+    /// The body ended before the end marker: last chunks, or the error of a cut-off stream.
+    fn end(&mut self, provider: &str) -> Result<Vec<ChatChunk>, ProviderError>;
+}
+
+struct Decoding<D> {
+    events: futures_util::stream::BoxStream<'static, Result<eventsource_stream::Event, String>>,
+    decoder: D,
+    queue: std::collections::VecDeque<Result<ChatChunk, ProviderError>>,
+    provider: String,
+    done: bool,
+}
+
+/// The chunk stream of an SSE response, decoded by `decoder`. After an error nothing more is
+/// read; the stream ends.
+pub(crate) fn decode_events<D: EventDecoder>(
+    provider: String,
+    resp: reqwest::Response,
+    decoder: D,
+) -> ChunkStream {
+    use eventsource_stream::Eventsource;
+    let events = resp
+        .bytes_stream()
+        .eventsource()
+        .map(|r| r.map_err(|e| e.to_string()))
+        .boxed();
+    let state = Decoding {
+        events,
+        decoder,
+        queue: std::collections::VecDeque::new(),
+        provider,
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(item) = st.queue.pop_front() {
+                return Some((item, st));
+            }
+            if st.done || st.decoder.finished() {
+                return None;
+            }
+            match st.events.next().await {
+                None => {
+                    st.done = true;
+                    match st.decoder.end(&st.provider) {
+                        Ok(chunks) => st.queue.extend(chunks.into_iter().map(Ok)),
+                        Err(e) => st.queue.push_back(Err(e)),
+                    }
+                }
+                Some(Err(message)) => {
+                    st.done = true;
+                    st.queue.push_back(Err(ProviderError::Stream {
+                        provider: st.provider.clone(),
+                        message: truncate(&message, MAX_ERROR_MESSAGE),
+                    }));
+                }
+                Some(Ok(ev)) => {
+                    if ev.data.trim().is_empty() {
+                        continue;
+                    }
+                    match st.decoder.event(&st.provider, &ev.event, ev.data.trim()) {
+                        Ok(chunks) => st.queue.extend(chunks.into_iter().map(Ok)),
+                        Err(e) => {
+                            st.done = true;
+                            st.queue.push_back(Err(e));
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
 }

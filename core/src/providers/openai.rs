@@ -6,12 +6,12 @@
 
 use std::time::Instant;
 
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 
 use super::error::truncate;
-use super::http::{send_for_json, send_for_stream, WireError, MAX_ERROR_MESSAGE};
+use super::http::{
+    decode_events, send_for_json, send_for_stream, EventDecoder, WireError, MAX_ERROR_MESSAGE,
+};
 use super::{ChunkStream, Lease, ProviderError};
 use crate::types::{ChatChunk, ChatRequest, ChatResponse, Content, Dialect};
 
@@ -67,91 +67,64 @@ pub async fn chat_stream(
     deadline: Instant,
 ) -> Result<ChunkStream, ProviderError> {
     let resp = send_for_stream(lease, request(lease, model, req, true), deadline).await?;
-    Ok(decode_sse(lease.spec().name.clone(), resp))
+    Ok(decode_events(
+        lease.spec().name.clone(),
+        resp,
+        SseDecoder::default(),
+    ))
 }
 
-struct SseState {
-    events: futures_util::stream::BoxStream<'static, Result<eventsource_stream::Event, String>>,
-    provider: String,
-    finished: bool,
+/// OpenAI's stream: `data: {chunk}` events until `data: [DONE]`.
+#[derive(Default)]
+struct SseDecoder {
+    done: bool,
     saw_finish_reason: bool,
 }
 
-fn decode_sse(provider: String, resp: reqwest::Response) -> ChunkStream {
-    let events = resp
-        .bytes_stream()
-        .eventsource()
-        .map(|r| r.map_err(|e| e.to_string()))
-        .boxed();
-    let state = SseState {
-        events,
-        provider,
-        finished: false,
-        saw_finish_reason: false,
-    };
-    futures_util::stream::unfold(state, |mut st| async move {
-        if st.finished {
-            return None;
+impl EventDecoder for SseDecoder {
+    fn event(
+        &mut self,
+        provider: &str,
+        event: &str,
+        data: &str,
+    ) -> Result<Vec<ChatChunk>, ProviderError> {
+        if data == "[DONE]" {
+            self.done = true;
+            return Ok(Vec::new());
         }
-        loop {
-            let Some(next) = st.events.next().await else {
-                st.finished = true;
-                if st.saw_finish_reason {
-                    return None;
-                }
-                let err = ProviderError::Stream {
-                    provider: st.provider.clone(),
-                    message: "stream ended before [DONE]".to_owned(),
-                };
-                return Some((Err(err), st));
-            };
-            let event = match next {
-                Ok(ev) => ev,
-                Err(message) => {
-                    st.finished = true;
-                    let err = ProviderError::Stream {
-                        provider: st.provider.clone(),
-                        message: truncate(&message, MAX_ERROR_MESSAGE),
-                    };
-                    return Some((Err(err), st));
-                }
-            };
-            let data = event.data.trim();
-            if data.is_empty() {
-                continue;
-            }
-            if data == "[DONE]" {
-                return None;
-            }
-            if event.event == "error" || data.starts_with("{\"error\"") {
-                st.finished = true;
-                let message = serde_json::from_str::<WireError>(data)
-                    .ok()
-                    .and_then(|w| w.error.message)
-                    .unwrap_or_else(|| "upstream sent an error event".to_owned());
-                let err = ProviderError::Stream {
-                    provider: st.provider.clone(),
-                    message: truncate(&message, MAX_ERROR_MESSAGE),
-                };
-                return Some((Err(err), st));
-            }
-            return match serde_json::from_str::<ChatChunk>(data) {
-                Ok(chunk) => {
-                    if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
-                        st.saw_finish_reason = true;
-                    }
-                    Some((Ok(chunk), st))
-                }
-                Err(e) => {
-                    st.finished = true;
-                    let err = ProviderError::Decode {
-                        provider: st.provider.clone(),
-                        message: truncate(&format!("bad stream chunk: {e}"), MAX_ERROR_MESSAGE),
-                    };
-                    Some((Err(err), st))
-                }
-            };
+        if event == "error" || data.starts_with("{\"error\"") {
+            let message = serde_json::from_str::<WireError>(data)
+                .ok()
+                .and_then(|w| w.error.message)
+                .unwrap_or_else(|| "upstream sent an error event".to_owned());
+            return Err(ProviderError::Stream {
+                provider: provider.to_owned(),
+                message: truncate(&message, MAX_ERROR_MESSAGE),
+            });
         }
-    })
-    .boxed()
+        let chunk = serde_json::from_str::<ChatChunk>(data).map_err(|e| ProviderError::Decode {
+            provider: provider.to_owned(),
+            message: truncate(&format!("bad stream chunk: {e}"), MAX_ERROR_MESSAGE),
+        })?;
+        if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
+            self.saw_finish_reason = true;
+        }
+        Ok(vec![chunk])
+    }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
+
+    fn end(&mut self, provider: &str) -> Result<Vec<ChatChunk>, ProviderError> {
+        // Some servers close after the last chunk without `[DONE]`; that is only a cut-off
+        // stream if no choice had finished.
+        if self.saw_finish_reason {
+            return Ok(Vec::new());
+        }
+        Err(ProviderError::Stream {
+            provider: provider.to_owned(),
+            message: "stream ended before [DONE]".to_owned(),
+        })
+    }
 }
