@@ -302,8 +302,8 @@ impl Drop for Lease {
 #[rtype(result = "ProviderHealth")]
 pub struct GetHealth;
 
-/// Stop the actor as if it had crashed; its supervisor restarts it. Used by tests and by the
-/// admin API to reset an upstream's state.
+/// Stop the actor as if it had crashed; its supervisor restarts it with a fresh pool and clean
+/// state (how an operator resets an upstream, and how the tests prove the restart works).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Restart;
