@@ -326,3 +326,46 @@ async fn fault_run_two_flaky_upstreams() {
         "a request took {slowest:?}, past its deadline"
     );
 }
+
+#[actix_rt::test]
+async fn a_tpm_limit_counts_prompt_and_completion_budget() {
+    let limited = MockServer::start_local(MockConfig::default())
+        .await
+        .unwrap();
+    // 6,000 tokens a minute: 100 a second, at most 1,000 at once.
+    let cfg = format!(
+        "[server]\nworkers = 2\n[providers.up0]\ntype = \"openai\"\nbase_url = \"{}\"\ntpm = 6000\nlimit_wait_ms = 100\n\
+         [models.m]\ntargets = [{{ provider = \"up0\", model = \"x\" }}]\n",
+        limited.openai_base_url()
+    );
+    let gw = Gateway::start(&cfg).await;
+    let ask = |max_tokens: u32| json!({"model": "m", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]});
+    let small = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&ask(100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 200);
+    // 900 more tokens fit what is left of the burst; the next large request does not.
+    let fits = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&ask(890))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fits.status(), 200);
+    let over = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&ask(900))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over.status(), 429);
+    assert!(over.headers().contains_key("retry-after"));
+    assert_eq!(
+        limited.stats().requests,
+        2,
+        "the refused request never reached the upstream"
+    );
+}
