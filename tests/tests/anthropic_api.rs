@@ -99,15 +99,7 @@ async fn cache_control_passes_through_and_cached_tokens_are_counted() {
     let oai = json!({"model": "claude", "messages": [
         {"role": "system", "content": [{"type": "text", "text": long_context, "cache_control": {"type": "ephemeral"}}]},
         {"role": "user", "content": "question #mock{\"reply\": \"ok\"}"}]});
-    let answer: Value = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&oai)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = gw.chat(&oai).await.json().await.unwrap();
     assert_eq!(answer["usage"]["prompt_tokens"], 8, "{answer}");
     assert_eq!(
         answer["usage"]["prompt_tokens_details"]["cached_tokens"], 5,

@@ -27,12 +27,7 @@ fn user(text: &str) -> Value {
 }
 
 async fn post(gw: &Gateway, body: &Value) -> reqwest::Response {
-    client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    gw.chat(body).await
 }
 
 fn echoed(body: &Value) -> Value {

@@ -15,15 +15,12 @@ async fn chat_non_streamed_passes_through_with_usage_and_headers() {
         .await
         .unwrap();
     let gw = Gateway::start(&chain_config("gpt-test", &[mock.openai_base_url()])).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(
+    let resp = gw
+        .chat(
             &json!({"model": "gpt-test", "messages": [{"role": "user", "content": "hello there"}],
                       "mock": {"reply": "General Kenobi"}}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-switchyard-provider"], "up0");
     assert_eq!(resp.headers()["x-switchyard-model"], "gpt-test-upstream");
@@ -55,15 +52,7 @@ async fn unknown_request_fields_reach_the_upstream_untouched() {
         "metadata": {"a": "b"},
         "mock": {"echo": true}
     });
-    let body: Value = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&sent)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = gw.chat(&sent).await.json().await.unwrap();
     let echoed: Value =
         serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
     assert_eq!(
@@ -91,13 +80,8 @@ async fn streamed_chunks_arrive_as_the_upstream_sends_them() {
     .unwrap();
     let gw = Gateway::start(&chain_config("m", &[mock.openai_base_url()])).await;
     let start = Instant::now();
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "count"}], "stream": true,
-                      "stream_options": {"include_usage": true}}))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&json!({"model": "m", "messages": [{"role": "user", "content": "count"}], "stream": true,
+                      "stream_options": {"include_usage": true}})).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let events = read_sse(resp, start).await;
@@ -153,12 +137,7 @@ async fn fails_over_to_the_next_target_before_the_first_byte() {
     ))
     .await;
     for stream in [false, true] {
-        let resp = client()
-            .post(gw.url("/v1/chat/completions"))
-            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}))
-            .send()
-            .await
-            .unwrap();
+        let resp = gw.chat(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream})).await;
         assert_eq!(resp.status(), 200, "stream={stream}");
         assert_eq!(resp.headers()["x-switchyard-provider"], "up2");
         // Two retries each on the refusing and the failing upstream, then the one that works.
@@ -175,12 +154,7 @@ async fn fails_over_to_the_next_target_before_the_first_byte() {
 #[actix_rt::test]
 async fn all_upstreams_down_is_a_clean_5xx_in_openai_format() {
     let gw = Gateway::start(&chain_config("m", &[dead_url(), dead_url()])).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("m", "hi"))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&chat_body("m", "hi")).await;
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "upstream_error");
@@ -236,12 +210,7 @@ async fn rate_limits_everywhere_become_429_with_retry_after() {
         &[limited.openai_base_url(), limited.openai_base_url()],
     ))
     .await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("m", "hi"))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&chat_body("m", "hi")).await;
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "7");
     let body: Value = resp.json().await.unwrap();
@@ -261,12 +230,7 @@ async fn upstream_rejections_are_returned_not_failed_over() {
         &[first.openai_base_url(), second.openai_base_url()],
     ))
     .await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "mock": {"fault": "status400"}}))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "mock": {"fault": "status400"}})).await;
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert!(
@@ -289,12 +253,7 @@ async fn a_stream_that_breaks_midway_ends_with_an_error_event() {
     .unwrap();
     let gw = Gateway::start(&chain_config("m", &[mock.openai_base_url()])).await;
     for fault in ["truncate", "malformed"] {
-        let resp = client()
-            .post(gw.url("/v1/chat/completions"))
-            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true, "mock": {"fault": fault}}))
-            .send()
-            .await
-            .unwrap();
+        let resp = gw.chat(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true, "mock": {"fault": fault}})).await;
         assert_eq!(
             resp.status(),
             200,
@@ -319,14 +278,11 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     .await
     .unwrap();
     let gw = Gateway::start(&chain_config("m", &[mock.openai_base_url()])).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(
+    let resp = gw
+        .chat(
             &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     let mut body = resp.bytes_stream();
     use futures_util::StreamExt;
     let _ = body.next().await;
@@ -508,12 +464,7 @@ async fn the_supervisor_restarts_a_provider_actor_that_stops() {
     let addr = gw.state.models.resolve("m").unwrap()[0].addr.clone();
     addr.do_send(switchyard_core::providers::Restart);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("m", "after restart"))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&chat_body("m", "after restart")).await;
     assert_eq!(resp.status(), 200);
     let ready: Value = client()
         .get(gw.url("/readyz"))
@@ -554,12 +505,7 @@ async fn sled_data_survives_a_restart_and_is_locked_while_open() {
     assert!(err.to_string().contains("storage at"), "{err}");
     let dir = gw.stop().await;
     let gw = Gateway::start_in(&cfg, dir).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("m", "hi"))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&chat_body("m", "hi")).await;
     assert_eq!(resp.status(), 200);
 }
 

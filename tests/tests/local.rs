@@ -265,12 +265,7 @@ async fn local_chat_answers_whole_and_streamed() {
     gw.wait_ready().await;
     let ask = json!({"model": "local/smollm2", "max_tokens": 12,
         "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}]});
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&ask)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&ask).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-switchyard-provider"], "local");
     assert!(resp.headers().contains_key("x-switchyard-confidence"));
@@ -285,12 +280,7 @@ async fn local_chat_answers_whole_and_streamed() {
     let mut stream_req = ask.clone();
     stream_req["stream"] = json!(true);
     stream_req["stream_options"] = json!({"include_usage": true});
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&stream_req)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&stream_req).await;
     assert_eq!(resp.status(), 200);
     let events = read_sse(resp, Instant::now()).await;
     assert_eq!(events.last().unwrap().data, "[DONE]");
@@ -307,28 +297,11 @@ async fn local_chat_answers_whole_and_streamed() {
     // stop sequences end the answer before them
     let mut stop_req = json!({"model": "local/smollm2", "max_tokens": 60, "stop": ["5"],
         "messages": [{"role": "user", "content": "Count from 1 to 20, separated by commas."}]});
-    let body: Value = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&stop_req)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = gw.chat(&stop_req).await.json().await.unwrap();
     let counted = body["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(counted.contains('4') && !counted.contains('5'), "{body}");
     stop_req["stream"] = json!(true);
-    let events = read_sse(
-        client()
-            .post(gw.url("/v1/chat/completions"))
-            .json(&stop_req)
-            .send()
-            .await
-            .unwrap(),
-        Instant::now(),
-    )
-    .await;
+    let events = read_sse(gw.chat(&stop_req).await, Instant::now()).await;
     assert_eq!(streamed_text(&events), counted);
 
     // the Anthropic dialect reaches the same model
@@ -361,12 +334,7 @@ async fn local_chat_answers_whole_and_streamed() {
 
     let tools = json!({"model": "local/smollm2", "tools": [{"type": "function", "function": {"name": "f"}}],
         "messages": [{"role": "user", "content": "x"}]});
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&tools)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&tools).await;
     assert_eq!(resp.status(), 400);
 }
 
@@ -376,20 +344,10 @@ async fn a_panicking_generation_worker_is_rebuilt() {
     let gw = Gateway::start(&local_config("fault_injection = true")).await;
     gw.wait_ready().await;
     let bad = json!({"model": "local/smollm2", "max_tokens": 4, "messages": [{"role": "user", "content": "__switchyard_panic__"}]});
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&bad)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&bad).await;
     assert_eq!(resp.status(), 500);
     let good = json!({"model": "local/smollm2", "max_tokens": 4, "messages": [{"role": "user", "content": "Say hi."}]});
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&good)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&good).await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -405,22 +363,12 @@ async fn the_local_model_is_the_last_resort_when_every_upstream_fails() {
     let gw = Gateway::start(&cfg).await;
     gw.wait_ready().await;
     let ask = |model: &str| json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "Say hello."}]});
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&ask("m"))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&ask("m")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-switchyard-provider"], "local");
     let mut streamed = ask("m");
     streamed["stream"] = json!(true);
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&streamed).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         read_sse(resp, Instant::now()).await.last().unwrap().data,
@@ -434,12 +382,7 @@ async fn the_local_model_is_the_last_resort_when_every_upstream_fails() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 503, "the request opted out");
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&ask("strict"))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&ask("strict")).await;
     assert_eq!(resp.status(), 503, "not configured for this model");
 }
 

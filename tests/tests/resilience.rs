@@ -105,19 +105,9 @@ async fn an_rpm_limit_without_a_fallback_answers_429_with_retry_after() {
         limited.openai_base_url()
     );
     let gw = Gateway::start(&cfg).await;
-    let first = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("m", "a"))
-        .send()
-        .await
-        .unwrap();
+    let first = gw.chat(&chat_body("m", "a")).await;
     assert_eq!(first.status(), 200);
-    let second = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("m", "b"))
-        .send()
-        .await
-        .unwrap();
+    let second = gw.chat(&chat_body("m", "b")).await;
     assert_eq!(second.status(), 429);
     let after: u64 = second.headers()["retry-after"]
         .to_str()
@@ -224,12 +214,7 @@ async fn a_429_cools_the_upstream_for_its_retry_after() {
     ))
     .await;
     for _ in 0..10 {
-        let resp = client()
-            .post(gw.url("/v1/chat/completions"))
-            .json(&chat_body("m", "hi"))
-            .send()
-            .await
-            .unwrap();
+        let resp = gw.chat(&chat_body("m", "hi")).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["x-switchyard-provider"], "up1");
     }
@@ -340,27 +325,12 @@ async fn a_tpm_limit_counts_prompt_and_completion_budget() {
     );
     let gw = Gateway::start(&cfg).await;
     let ask = |max_tokens: u32| json!({"model": "m", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]});
-    let small = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&ask(100))
-        .send()
-        .await
-        .unwrap();
+    let small = gw.chat(&ask(100)).await;
     assert_eq!(small.status(), 200);
     // 900 more tokens fit what is left of the burst; the next large request does not.
-    let fits = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&ask(890))
-        .send()
-        .await
-        .unwrap();
+    let fits = gw.chat(&ask(890)).await;
     assert_eq!(fits.status(), 200);
-    let over = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&ask(900))
-        .send()
-        .await
-        .unwrap();
+    let over = gw.chat(&ask(900)).await;
     assert_eq!(over.status(), 429);
     assert!(over.headers().contains_key("retry-after"));
     assert_eq!(

@@ -76,6 +76,16 @@ impl Gateway {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// `POST /v1/chat/completions` with a JSON body, no extra headers.
+    pub async fn chat(&self, body: &serde_json::Value) -> reqwest::Response {
+        client()
+            .post(self.url("/v1/chat/completions"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Wait until `/readyz` answers 200 (local models warm).
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
