@@ -4,7 +4,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 need_apt=()
-for cmd_pkg in curl:curl python3:python3 pkg-config:pkg-config; do
+# promtool (Debian's `prometheus` package) checks the /metrics exposition in the tests.
+for cmd_pkg in curl:curl python3:python3 pkg-config:pkg-config promtool:prometheus; do
   cmd="${cmd_pkg%%:*}"; pkg="${cmd_pkg##*:}"
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

@@ -39,6 +39,9 @@ pub enum ApiError {
     /// The model is neither configured nor addressable as `provider/model`.
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
+    /// No such object (a call record, ...).
+    #[error("{0}")]
+    NotFound(String),
     /// No such route.
     #[error("Unknown request URL: {method} {path}.")]
     RouteNotFound {
@@ -55,6 +58,12 @@ pub enum ApiError {
         /// When to try again.
         retry_after: Option<Duration>,
     },
+    /// The caller's daily budget is spent.
+    #[error("{0}")]
+    BudgetExceeded(String),
+    /// The caller may not use this route (e.g. `/admin/*` without an admin key).
+    #[error("{0}")]
+    Forbidden(String),
     /// An upstream answered with an error that is the client's to fix (e.g. 400).
     #[error("{message}")]
     UpstreamRejected {
@@ -143,6 +152,11 @@ impl ApiError {
                 "invalid_request_error",
                 Some("model_not_found"),
             ),
+            Self::NotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("not_found"),
+            ),
             Self::RouteNotFound { .. } => (
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
@@ -153,6 +167,12 @@ impl ApiError {
                 "rate_limit_error",
                 Some("rate_limit_exceeded"),
             ),
+            Self::BudgetExceeded(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                Some("budget_exceeded"),
+            ),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error", Some("forbidden")),
             Self::UpstreamRejected { status, .. } => (
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
                 "invalid_request_error",

@@ -20,7 +20,10 @@ fn main() -> anyhow::Result<()> {
             }
             actix_rt::System::new().block_on(async move {
                 let running = switchyard_core::server::start(config).await?;
+                let ledger = std::sync::Arc::clone(&running.state.ledger);
                 running.wait().await?;
+                // Write what is still buffered before the process ends.
+                ledger.flush().await;
                 anyhow::Ok(())
             })
         }

@@ -24,6 +24,12 @@ pub enum StartError {
     /// An actor could not be started.
     #[error(transparent)]
     Actors(#[from] SuperviseError),
+    /// The ledger could not be opened.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::StoreError),
+    /// Metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -71,6 +77,17 @@ impl Running {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let storage = Storage::open(&config.server.data_dir)?;
     let (supervisor, registry) = Supervisor::start(&config)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new()?);
+    let ledger = Arc::new(crate::ledger::Ledger::start(
+        &config,
+        storage.db(),
+        metrics,
+    )?);
+    let upstreams = registry
+        .providers
+        .values()
+        .map(|(_, u)| Arc::clone(u))
+        .collect();
     let models = Arc::new(ModelMap::new(&config, &registry));
     let auth = Arc::new(Authenticator::new(&config.auth));
     let workers = config.server.workers;
@@ -82,6 +99,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         supervisor: supervisor.clone(),
         storage,
         local: registry.local.clone(),
+        ledger,
+        upstreams,
         started_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -98,6 +117,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                crate::error::ApiError::InvalidParam {
+                    param: None,
+                    message: format!("Invalid query string: {e}"),
+                }
+                .into()
+            }))
+            .app_data(web::PathConfig::default().error_handler(|e, _| {
+                crate::error::ApiError::InvalidParam {
+                    param: None,
+                    message: format!("Invalid path: {e}"),
+                }
+                .into()
+            }))
             .wrap_fn(api::with_request_id)
             .configure(api::configure)
     })

@@ -15,6 +15,8 @@ pub struct Principal {
     pub key_id: Option<String>,
     /// The tenant the call is accounted to.
     pub tenant: String,
+    /// May read `/admin/*`.
+    pub admin: bool,
 }
 
 /// Tenant of unauthenticated loopback calls.
@@ -38,6 +40,7 @@ impl Authenticator {
                     Principal {
                         key_id: Some(k.id.clone()),
                         tenant: k.tenant.clone(),
+                        admin: k.admin,
                     },
                 )
             })
@@ -55,6 +58,8 @@ impl Authenticator {
         let anonymous = || Principal {
             key_id: None,
             tenant: LOCAL_TENANT.to_owned(),
+            // An open loopback is a developer's own machine: it may see everything.
+            admin: true,
         };
         match presented_key(req) {
             Some(key) => {

@@ -4,11 +4,14 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::auth::Principal;
 use super::body::read_request;
+use super::call::Call;
 use super::AppState;
 use crate::error::ApiError;
+use crate::ledger::{Tier, Verdict};
 use crate::providers::chain::{self, Served};
-use crate::types::{ChatRequest, Role, Stop};
+use crate::types::{ChatRequest, ChatResponse, Role, Stop};
 
 /// Header that sets a request's overall deadline in milliseconds.
 pub const TIMEOUT_HEADER: &str = "x-switchyard-timeout-ms";
@@ -125,6 +128,153 @@ pub(crate) fn served_headers(resp: &mut actix_web::HttpResponseBuilder, served: 
     resp.insert_header(("x-switchyard-attempts", served.attempts));
 }
 
+/// What answering a chat request produced.
+pub enum Dispatched {
+    /// A stream whose first chunk is in hand.
+    Stream(chain::StreamStart),
+    /// A whole answer.
+    Whole {
+        /// The answer.
+        answer: ChatResponse,
+        /// Who answered.
+        served: Served,
+        /// The local model's confidence, when it answered.
+        confidence: Option<f32>,
+    },
+}
+
+/// Answer a validated chat request, whatever its dialect: spend budget, the local model by
+/// name, the model's failover chain, then the local model as the last resort. Everything
+/// learnt on the way is noted on `call`.
+pub async fn dispatch(
+    state: &AppState,
+    req: &HttpRequest,
+    principal: &Principal,
+    mut chat: ChatRequest,
+    call: &Call,
+) -> Result<Dispatched, ApiError> {
+    let budgets = &state.ledger.budgets;
+    if !budgets.is_empty() {
+        let day = crate::ledger::today();
+        match budgets.check(&principal.tenant, principal.key_id.as_deref(), &day) {
+            Verdict::Allow => {}
+            Verdict::Reject { what } => {
+                state
+                    .ledger
+                    .metrics
+                    .budget_actions
+                    .with_label_values(&["reject"])
+                    .inc();
+                return Err(ApiError::BudgetExceeded(format!(
+                    "The daily spend budget of {what} is used up; calls resume at 00:00 UTC or when the budget is raised."
+                )));
+            }
+            Verdict::Downgrade { what, model } => {
+                state
+                    .ledger
+                    .metrics
+                    .budget_actions
+                    .with_label_values(&["downgrade"])
+                    .inc();
+                tracing::info!(budget = %what, from = %chat.model, to = %model, "spend budget reached; downgrading");
+                chat.model = model;
+                call.reroute("budget_downgrade");
+            }
+        }
+    }
+    if let Some(local) = state
+        .local
+        .chat
+        .as_ref()
+        .filter(|_| is_local_chat(&chat.model))
+    {
+        return local_answer(local, chat, call, "local_model").await;
+    }
+    let routes = state.models.resolve(&chat.model)?;
+    let reason = if state.config.models.contains_key(&chat.model) {
+        "model_map"
+    } else {
+        "explicit_provider"
+    };
+    let deadline = deadline(req, state.config.server.request_timeout)?;
+    let result = if chat.stream {
+        chain::stream(&routes, &chat, deadline)
+            .await
+            .map(Dispatched::Stream)
+    } else {
+        chain::complete(&routes, &chat, deadline)
+            .await
+            .map(|(answer, served)| Dispatched::Whole {
+                answer,
+                served,
+                confidence: None,
+            })
+    };
+    match result {
+        Ok(Dispatched::Stream(start)) => {
+            call.served(&start.served, Tier::Cloud, reason);
+            Ok(Dispatched::Stream(call.stream(start, chat)))
+        }
+        Ok(Dispatched::Whole {
+            answer,
+            served,
+            confidence,
+        }) => {
+            call.served(&served, Tier::Cloud, reason);
+            call.answer(&answer, chat);
+            Ok(Dispatched::Whole {
+                answer,
+                served,
+                confidence,
+            })
+        }
+        Err(e) => match last_resort(state, req, &chat.model, &e) {
+            Some(local) => {
+                tracing::warn!(error = %e, "every upstream failed; answering with the local model");
+                local_answer(local, chat, call, "local_fallback").await
+            }
+            None => Err(e),
+        },
+    }
+}
+
+/// Answer with the local chat model (asked for by name, downgraded to, or as the last resort).
+async fn local_answer(
+    local: &crate::local::GenService,
+    chat: ChatRequest,
+    call: &Call,
+    reason: &'static str,
+) -> Result<Dispatched, ApiError> {
+    let served = crate::local::generate::served();
+    let began = Instant::now();
+    if chat.stream {
+        let start = local.stream(&chat).await?;
+        call.inference(began.elapsed());
+        call.served(&served, Tier::Local, reason);
+        Ok(Dispatched::Stream(call.stream(start, chat)))
+    } else {
+        let (answer, confidence) = local.complete(&chat).await?;
+        call.inference(began.elapsed());
+        call.served(&served, Tier::Local, reason);
+        call.answer(&answer, chat);
+        Ok(Dispatched::Whole {
+            answer,
+            served,
+            confidence: Some(confidence),
+        })
+    }
+}
+
+/// Response headers of an event stream.
+pub(crate) fn sse_response(served: &Served) -> actix_web::HttpResponseBuilder {
+    let mut resp = HttpResponse::Ok();
+    resp.content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"));
+    served_headers(&mut resp, served);
+    resp
+}
+
 /// Handle a chat completion.
 #[tracing::instrument(skip_all, fields(model, stream, provider))]
 pub async fn completions(
@@ -132,57 +282,32 @@ pub async fn completions(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (_principal, chat): (_, ChatRequest) = read_request(&state, &req, payload).await?;
+    let call = Call::of(&req);
+    let (principal, chat): (_, ChatRequest) = read_request(&state, &req, payload).await?;
+    call.principal(&principal);
+    call.request(&chat.model, chat.stream, chat.user.as_deref());
     validate(&chat)?;
     let span = tracing::Span::current();
     span.record("model", chat.model.as_str());
     span.record("stream", chat.stream);
-    if let Some(local) = state
-        .local
-        .chat
-        .as_ref()
-        .filter(|_| is_local_chat(&chat.model))
-    {
-        return local_completion(local, &chat).await;
-    }
-    let routes = state.models.resolve(&chat.model)?;
-    let deadline = deadline(&req, state.config.server.request_timeout)?;
-
-    let chain_result = if chat.stream {
-        chain::stream(&routes, &chat, deadline)
-            .await
-            .map(Either::Stream)
-    } else {
-        chain::complete(&routes, &chat, deadline)
-            .await
-            .map(|(a, s)| Either::Whole(a, s))
-    };
-    let answer = match chain_result {
-        Ok(a) => a,
-        Err(e) => {
-            return match last_resort(&state, &req, &chat.model, &e) {
-                Some(local) => {
-                    tracing::warn!(error = %e, "every upstream failed; answering with the local model");
-                    local_completion(local, &chat).await
-                }
-                None => Err(e),
-            }
-        }
-    };
-    match answer {
-        Either::Stream(start) => {
+    let include_usage = include_usage(&chat);
+    match dispatch(&state, &req, &principal, chat, &call).await? {
+        Dispatched::Stream(start) => {
             span.record("provider", start.served.provider.as_str());
-            let mut resp = HttpResponse::Ok();
-            resp.content_type("text/event-stream")
-                .insert_header(("cache-control", "no-cache"))
-                .insert_header(("x-accel-buffering", "no"));
-            served_headers(&mut resp, &start.served);
-            Ok(resp.streaming(super::sse::openai_stream(start, include_usage(&chat))))
+            let mut resp = sse_response(&start.served);
+            Ok(resp.streaming(super::sse::openai_stream(start, include_usage)))
         }
-        Either::Whole(answer, served) => {
+        Dispatched::Whole {
+            answer,
+            served,
+            confidence,
+        } => {
             span.record("provider", served.provider.as_str());
             let mut resp = HttpResponse::Ok();
             served_headers(&mut resp, &served);
+            if let Some(c) = confidence {
+                resp.insert_header(("x-switchyard-confidence", format!("{c:.4}")));
+            }
             Ok(resp.json(answer))
         }
     }
@@ -200,35 +325,6 @@ fn include_usage(chat: &ChatRequest) -> bool {
         .and_then(|o| o.get("include_usage"))
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false)
-}
-
-/// Answer with the local chat model (asked for by name, or as the last resort).
-async fn local_completion(
-    local: &crate::local::GenService,
-    chat: &ChatRequest,
-) -> Result<HttpResponse, ApiError> {
-    let served = crate::local::generate::served();
-    if chat.stream {
-        let start = local.stream(chat).await?;
-        let mut resp = HttpResponse::Ok();
-        resp.content_type("text/event-stream")
-            .insert_header(("cache-control", "no-cache"))
-            .insert_header(("x-accel-buffering", "no"));
-        served_headers(&mut resp, &served);
-        Ok(resp.streaming(super::sse::openai_stream(start, include_usage(chat))))
-    } else {
-        let (answer, confidence) = local.complete(chat).await?;
-        let mut resp = HttpResponse::Ok();
-        served_headers(&mut resp, &served);
-        resp.insert_header(("x-switchyard-confidence", format!("{confidence:.4}")));
-        Ok(resp.json(answer))
-    }
-}
-
-/// What the chain produced.
-enum Either {
-    Stream(chain::StreamStart),
-    Whole(crate::types::ChatResponse, Served),
 }
 
 /// Header with which a request opts out of the local last resort.

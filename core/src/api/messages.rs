@@ -13,11 +13,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::body::read_request;
-use super::chat::{deadline, served_headers, validate};
+use super::call::Call;
+use super::chat::{dispatch, served_headers, sse_response, validate, Dispatched};
 use super::AppState;
 use crate::error::ApiError;
 use crate::providers::anthropic::WireUsage;
-use crate::providers::chain::{self, StreamStart};
+use crate::providers::chain::StreamStart;
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, Dialect, Extra, Message, Role,
     Stop, Usage,
@@ -501,73 +502,31 @@ pub async fn messages(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, AnthropicError> {
-    let (_principal, wire): (_, MessagesRequest) = read_request(&state, &req, payload).await?;
+    let call = Call::of(&req);
+    let (principal, wire): (_, MessagesRequest) = read_request(&state, &req, payload).await?;
+    call.principal(&principal);
     if wire.messages.is_empty() {
         return Err(
             ApiError::param("messages", "'messages' must contain at least one message.").into(),
         );
     }
     let chat = to_internal(wire)?;
+    call.request(&chat.model, chat.stream, chat.user.as_deref());
     validate(&chat)?;
     let span = tracing::Span::current();
     span.record("model", chat.model.as_str());
     span.record("stream", chat.stream);
-    if let Some(local) = state
-        .local
-        .chat
-        .as_ref()
-        .filter(|_| super::chat::is_local_chat(&chat.model))
-    {
-        return local_messages(local, &chat).await;
-    }
-    let routes = state.models.resolve(&chat.model)?;
-    let deadline = deadline(&req, state.config.server.request_timeout)?;
-    let result = if chat.stream {
-        chain::stream(&routes, &chat, deadline).await.map(|start| {
+    match dispatch(&state, &req, &principal, chat, &call).await? {
+        Dispatched::Stream(start) => {
             span.record("provider", start.served.provider.as_str());
+            let mut resp = sse_response(&start.served);
+            Ok(resp.streaming(anthropic_stream(start)))
+        }
+        Dispatched::Whole { answer, served, .. } => {
+            span.record("provider", served.provider.as_str());
             let mut resp = HttpResponse::Ok();
-            resp.content_type("text/event-stream")
-                .insert_header(("cache-control", "no-cache"))
-                .insert_header(("x-accel-buffering", "no"));
-            served_headers(&mut resp, &start.served);
-            resp.streaming(anthropic_stream(start))
-        })
-    } else {
-        chain::complete(&routes, &chat, deadline)
-            .await
-            .map(|(answer, served)| {
-                span.record("provider", served.provider.as_str());
-                let mut resp = HttpResponse::Ok();
-                served_headers(&mut resp, &served);
-                resp.json(to_wire(&answer))
-            })
-    };
-    match result {
-        Ok(resp) => Ok(resp),
-        Err(e) => match super::chat::last_resort(&state, &req, &chat.model, &e) {
-            Some(local) => {
-                tracing::warn!(error = %e, "every upstream failed; answering with the local model");
-                local_messages(local, &chat).await
-            }
-            None => Err(e.into()),
-        },
-    }
-}
-
-/// Answer a Messages request with the local chat model.
-async fn local_messages(
-    local: &crate::local::GenService,
-    chat: &ChatRequest,
-) -> Result<HttpResponse, AnthropicError> {
-    let mut resp = HttpResponse::Ok();
-    served_headers(&mut resp, &crate::local::generate::served());
-    if chat.stream {
-        let start = local.stream(chat).await?;
-        resp.content_type("text/event-stream")
-            .insert_header(("cache-control", "no-cache"));
-        Ok(resp.streaming(anthropic_stream(start)))
-    } else {
-        let (answer, _) = local.complete(chat).await?;
-        Ok(resp.json(to_wire(&answer)))
+            served_headers(&mut resp, &served);
+            Ok(resp.json(to_wire(&answer)))
+        }
     }
 }

@@ -3,8 +3,10 @@
 //! Handlers are thin: authenticate, parse into internal types, call the router and providers,
 //! encode. [`configure`] registers every route; the server and the tests both use it.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod call;
 pub mod chat;
 pub mod classify;
 pub mod embeddings;
@@ -42,6 +44,10 @@ pub struct AppState {
     pub storage: Storage,
     /// In-process models.
     pub local: crate::local::LocalModels,
+    /// Per-call accounting, budgets and metrics.
+    pub ledger: Arc<crate::ledger::Ledger>,
+    /// Every upstream's shared state (health and breaker gauges).
+    pub upstreams: Vec<Arc<crate::providers::Upstream>>,
     /// Start time, unix seconds (the `created` of model objects).
     pub started_unix: u64,
 }
@@ -86,6 +92,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(web::resource("/v1/models/{id:.+}").route(web::get().to(models::retrieve)))
+    .route("/metrics", web::get().to(admin::metrics))
+    .route("/admin/stats", web::get().to(admin::stats))
+    .route("/admin/requests", web::get().to(admin::requests))
+    .route("/admin/requests/{id}", web::get().to(admin::request))
+    .route("/admin/events", web::get().to(admin::events))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .default_service(web::to(not_found));
@@ -111,13 +122,15 @@ fn valid_request_id(v: &HeaderValue) -> Option<String> {
         .then(|| s.to_owned())
 }
 
-/// Middleware body: assign the request id, open the request span, echo the id back.
+/// Middleware body: assign the request id, open the request span and the call's ledger entry
+/// (`/v1/*`), echo the id back, and close the entry when the response body ends.
 pub fn with_request_id<S, B>(
     req: ServiceRequest,
     srv: &S,
-) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
+) -> impl std::future::Future<Output = Result<ServiceResponse<call::LedgerBody<B>>, actix_web::Error>>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: actix_web::body::MessageBody + Unpin,
 {
     let id = req
         .headers()
@@ -127,6 +140,17 @@ where
     let span =
         tracing::info_span!("http", request_id = %id, method = %req.method(), path = %req.path());
     let header_value = HeaderValue::from_str(&id).ok();
+    let accounted = req.path().starts_with("/v1/");
+    let call = if accounted {
+        let c = call::Call::open(&req, &id);
+        req.extensions_mut().insert(c.clone());
+        c
+    } else {
+        call::Call::default()
+    };
+    let state = accounted
+        .then(|| req.app_data::<web::Data<AppState>>().cloned())
+        .flatten();
     req.extensions_mut().insert(RequestId(id));
     let fut = {
         let _g = span.enter();
@@ -144,7 +168,23 @@ where
         } else {
             tracing::debug!(status = status.as_u16(), "request done");
         }
-        Ok(res)
+        let error = res.response().error().and_then(|e| {
+            e.as_error::<ApiError>()
+                .or_else(|| e.as_error::<messages::AnthropicError>().map(|a| &a.0))
+                .map(ApiError::class)
+        });
+        let error = error.or_else(|| {
+            (status.is_client_error() || status.is_server_error()).then(|| {
+                if status == actix_web::http::StatusCode::NOT_FOUND {
+                    "unknown_url"
+                } else {
+                    "http_error"
+                }
+            })
+        });
+        Ok(res.map_body(move |_, body| {
+            call::LedgerBody::new(body, call, state, status.as_u16(), error)
+        }))
     }
     .instrument(span)
 }

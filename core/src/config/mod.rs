@@ -4,6 +4,7 @@
 //! CLI flags. The raw serde types reject unknown keys; [`Config::from_raw`] then checks meaning
 //! (URLs, references between sections, secrets) and quotes the full key path of any problem.
 
+pub mod observe;
 pub mod secret;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,10 @@ use figment::Figment;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+pub use observe::{
+    BudgetSpec, BudgetsConfig, HardAction, LatencyBudget, LatencyScope, LedgerConfig,
+    ObservabilityConfig, Price, PricesConfig,
+};
 pub use secret::{SecretError, SecretLocation};
 
 /// A configuration problem, always naming the key path it is about.
@@ -78,6 +83,21 @@ pub struct RawConfig {
     /// `[local]`: in-process models.
     #[serde(default)]
     pub local: RawLocal,
+    /// `[ledger]`: per-call records.
+    #[serde(default)]
+    pub ledger: observe::RawLedger,
+    /// `[prices]`: per-model token prices.
+    #[serde(default)]
+    pub prices: observe::RawPrices,
+    /// `[budgets]`: daily spend limits.
+    #[serde(default)]
+    pub budgets: observe::RawBudgets,
+    /// `[[latency_budgets]]`: percentile targets.
+    #[serde(default)]
+    pub latency_budgets: Vec<observe::RawLatencyBudget>,
+    /// `[observability]`: metrics, events, tracing export.
+    #[serde(default)]
+    pub observability: observe::RawObservability,
 }
 
 /// `[local]`
@@ -215,6 +235,9 @@ pub struct RawApiKey {
     /// Tenant the key belongs to; defaults to the key id.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// May read `/admin/*` (stats, call records, events).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// `[log]`
@@ -447,6 +470,16 @@ pub struct Config {
     pub local_fallback: std::collections::BTreeSet<String>,
     /// In-process models.
     pub local: LocalConfig,
+    /// Per-call records.
+    pub ledger: LedgerConfig,
+    /// Token prices.
+    pub prices: PricesConfig,
+    /// Daily spend limits.
+    pub budgets: BudgetsConfig,
+    /// Latency targets.
+    pub latency_budgets: Vec<LatencyBudget>,
+    /// Metrics, events, tracing export.
+    pub observability: ObservabilityConfig,
 }
 
 /// Validated `[local]`.
@@ -501,6 +534,8 @@ pub struct ApiKeySpec {
     pub tenant: String,
     /// SHA-256 of the key.
     pub hash: [u8; 32],
+    /// May read `/admin/*`.
+    pub admin: bool,
 }
 
 /// Which wire format an upstream speaks.
@@ -695,6 +730,7 @@ impl Config {
                 id: k.id.clone(),
                 tenant: k.tenant.clone().unwrap_or_else(|| k.id.clone()),
                 hash,
+                admin: k.admin,
             });
         }
         let auth = AuthConfig {
@@ -873,6 +909,13 @@ impl Config {
             dequantize: raw.local.dequantize,
             hub_download: raw.local.hub_download,
         };
+        let (ledger, prices, budgets, latency_budgets, observability) = observe::validate(
+            &raw.ledger,
+            &raw.prices,
+            &raw.budgets,
+            &raw.latency_budgets,
+            &raw.observability,
+        )?;
         Ok(Self {
             server,
             auth,
@@ -881,6 +924,11 @@ impl Config {
             models,
             local_fallback,
             local,
+            ledger,
+            prices,
+            budgets,
+            latency_budgets,
+            observability,
         })
     }
 }

@@ -202,6 +202,7 @@ impl EmbedFront {
 pub struct EmbedService {
     front: Addr<EmbedFront>,
     permits: Arc<Semaphore>,
+    capacity: usize,
     state: Arc<ArcSwap<ModelState>>,
 }
 
@@ -238,6 +239,7 @@ impl EmbedService {
         Self {
             front,
             permits: Arc::new(Semaphore::new(cfg.queue)),
+            capacity: cfg.queue,
             state,
         }
     }
@@ -245,6 +247,11 @@ impl EmbedService {
     /// Current lifecycle state.
     pub fn state(&self) -> ModelState {
         ModelState::clone(&self.state.load())
+    }
+
+    /// Requests admitted and not finished (queued or running), for the queue-depth gauge.
+    pub fn in_flight(&self) -> usize {
+        self.capacity - self.permits.available_permits()
     }
 
     /// Admit a request, or refuse at once when the queue is full or the model not ready.

@@ -140,7 +140,9 @@ impl Handler<Summarize> for GenWorker {
 /// The local chat model as the rest of the runtime sees it.
 pub struct GenService {
     worker: OnceLock<Addr<GenWorker>>,
+    tokenizer: OnceLock<tokenizers::Tokenizer>,
     permits: Arc<Semaphore>,
+    capacity: usize,
     state: ArcSwap<ModelState>,
 }
 
@@ -149,7 +151,9 @@ impl GenService {
     pub fn start(cfg: &LocalConfig) -> Arc<Self> {
         let svc = Arc::new(Self {
             worker: OnceLock::new(),
+            tokenizer: OnceLock::new(),
             permits: Arc::new(Semaphore::new(cfg.queue)),
+            capacity: cfg.queue,
             state: ArcSwap::from_pointee(ModelState::Loading),
         });
         let (dir, device, fault_injection, hub) = (
@@ -179,6 +183,7 @@ impl GenService {
             .unwrap_or_else(|e| Err(format!("loader thread failed: {e}")));
             match loaded {
                 Ok(template) => {
+                    let _ = me.tokenizer.set(template.tokenizer().clone());
                     let worker = SyncArbiter::start(1, move || GenWorker {
                         gen: template.clone(),
                         fault_injection,
@@ -199,6 +204,16 @@ impl GenService {
     /// Current lifecycle state.
     pub fn state(&self) -> ModelState {
         ModelState::clone(&self.state.load())
+    }
+
+    /// Requests admitted and not finished (queued or running), for the queue-depth gauge.
+    pub fn in_flight(&self) -> usize {
+        self.capacity - self.permits.available_permits()
+    }
+
+    /// The model's tokenizer once loaded, for counting tokens upstreams did not report.
+    pub fn tokenizer(&self) -> Option<&tokenizers::Tokenizer> {
+        self.tokenizer.get()
     }
 
     fn admit(&self) -> Result<(OwnedSemaphorePermit, Addr<GenWorker>), LocalError> {
@@ -388,6 +403,8 @@ pub fn served() -> Served {
         provider: "local".to_owned(),
         model: CHAT_MODEL.to_owned(),
         attempts: 1,
+        upstream: std::time::Duration::ZERO,
+        waited: std::time::Duration::ZERO,
     }
 }
 

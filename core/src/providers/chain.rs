@@ -46,6 +46,10 @@ pub struct Served {
     pub model: String,
     /// Upstream calls made, including the one that answered.
     pub attempts: u32,
+    /// Time spent in upstream calls until the answer (its first chunk, for streams) arrived.
+    pub upstream: Duration,
+    /// Time spent waiting on purpose: back-off, cool-downs, RPM/TPM capacity.
+    pub waited: Duration,
 }
 
 /// A stream that has produced its first chunk.
@@ -115,6 +119,8 @@ async fn run(
             None => last.push((provider.to_owned(), e)),
         };
     let mut calls = 0u32;
+    let mut upstream_time = Duration::ZERO;
+    let mut waited = Duration::ZERO;
     // 429s each upstream has answered this request: after `max_retries` more of them, the
     // upstream is done for this request (a steady 429 should reach the client promptly).
     let mut rate_limited = vec![0u32; routes.len()];
@@ -130,7 +136,10 @@ async fn run(
                 if Instant::now() >= deadline {
                     break 'rounds;
                 }
-                let lease = match route.upstream.admit(est_tokens, deadline).await {
+                let admitting = Instant::now();
+                let admitted = route.upstream.admit(est_tokens, deadline).await;
+                waited += admitting.elapsed();
+                let lease = match admitted {
                     Ok(l) => l,
                     Err(e) => {
                         next_chance = soonest(next_chance, e.available_in());
@@ -139,12 +148,17 @@ async fn run(
                     }
                 };
                 calls += 1;
-                match attempt(&lease, route, req, deadline, stream).await {
+                let calling = Instant::now();
+                let outcome = attempt(&lease, route, req, deadline, stream).await;
+                upstream_time += calling.elapsed();
+                match outcome {
                     Ok(answer) => {
                         let served = Served {
                             provider: route.provider.clone(),
                             model: route.model.clone(),
                             attempts: calls,
+                            upstream: upstream_time,
+                            waited,
                         };
                         return Ok((answer, lease, served));
                     }
@@ -172,6 +186,7 @@ async fn run(
                             break;
                         }
                         tokio::time::sleep(pause).await;
+                        waited += pause;
                         retries += 1;
                     }
                 }
@@ -195,6 +210,7 @@ async fn run(
                     "every upstream is busy; waiting for the soonest"
                 );
                 tokio::time::sleep(wait).await;
+                waited += wait;
             }
             _ => break,
         }

@@ -1,0 +1,287 @@
+//! Operator endpoints: `/metrics` (Prometheus), `/admin/stats`, `/admin/requests[/{id}]` and
+//! `/admin/events`. The admin routes need a key with `admin = true` (or an open loopback).
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::ledger::{self, Query, Totals};
+use crate::providers::resilience::BreakerState;
+
+fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let p = state.auth.authenticate(req)?;
+    if p.admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "This key may not read /admin: set `admin = true` on it in [[auth.keys]].".to_owned(),
+        ))
+    }
+}
+
+fn storage_error(e: ledger::StoreError) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !state.config.observability.metrics {
+        return Err(ApiError::RouteNotFound {
+            method: "GET".to_owned(),
+            path: "/metrics".to_owned(),
+        });
+    }
+    let m = &state.ledger.metrics;
+    for u in &state.upstreams {
+        let h = u.health();
+        let code = match h.breaker {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        };
+        m.breaker.with_label_values(&[u.name()]).set(code);
+        m.healthy
+            .with_label_values(&[u.name()])
+            .set(i64::from(h.healthy));
+    }
+    let queued = state
+        .ledger
+        .counters
+        .queued
+        .load(std::sync::atomic::Ordering::Relaxed);
+    m.queue.with_label_values(&["ledger"]).set(queued.max(0));
+    if let Some(c) = &state.local.chat {
+        m.queue
+            .with_label_values(&["local_chat"])
+            .set(c.in_flight() as i64);
+    }
+    if let Some(e) = &state.local.embed {
+        m.queue
+            .with_label_values(&["local_embed"])
+            .set(e.in_flight() as i64);
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(m.render()))
+}
+
+/// Query of `/admin/stats`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    /// Days of totals, counting back from today (1 to 366).
+    #[serde(default = "one")]
+    pub days: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn totals_view(by: &BTreeMap<String, BTreeMap<String, Totals>>) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (dim, values) in by {
+        if dim == "all" {
+            continue;
+        }
+        let m: serde_json::Map<String, serde_json::Value> =
+            values.iter().map(|(k, t)| (k.clone(), t.view())).collect();
+        out.insert(dim.clone(), serde_json::Value::Object(m));
+    }
+    serde_json::Value::Object(out)
+}
+
+/// `GET /admin/stats`: percentiles, daily totals, budgets, ledger health.
+pub async fn stats(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<StatsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    if !(1..=366).contains(&q.days) {
+        return Err(ApiError::param("days", "'days' must be between 1 and 366."));
+    }
+    let l = &state.ledger;
+    l.flush().await;
+    let now = ledger::now_us();
+    let mut days = Vec::new();
+    for back in 0..q.days {
+        let ts = now.saturating_sub(u64::from(back) * 86_400_000_000);
+        let day = ledger::record::day_of(ts);
+        let by = l.store.day(&day).map_err(storage_error)?;
+        let all = by
+            .get("all")
+            .and_then(|m| m.get(""))
+            .copied()
+            .unwrap_or_default();
+        days.push(json!({"day": day, "totals": all.view(), "by": totals_view(&by)}));
+    }
+    let latency = l
+        .stats
+        .lock()
+        .map(|s| s.snapshot(now, &ledger::stats::WINDOWS))
+        .unwrap_or_default();
+    let breaches: Vec<serde_json::Value> = l
+        .latency
+        .lock()
+        .map(|w| {
+            w.states()
+                .map(|(name, pct, breached)| json!({"budget": name, "percentile": pct, "breached": breached}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let c = &l.counters;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let body = json!({
+        "generated_at": chrono::Utc::now().to_rfc3339(),
+        "ledger": {
+            "enabled": l.enabled(),
+            "records": l.store.count().map_err(storage_error)?,
+            "queued": c.queued.load(std::sync::atomic::Ordering::Relaxed).max(0),
+            "written": load(&c.written),
+            "dropped": load(&c.dropped_full) + load(&c.dropped_write),
+            "dropped_buffer_full": load(&c.dropped_full),
+            "dropped_write_error": load(&c.dropped_write),
+            "flush_ms": state.config.ledger.flush.as_millis() as u64,
+        },
+        "latency": latency,
+        "days": days,
+        "budgets": l.budgets.view(&ledger::today()),
+        "latency_budgets": breaches,
+        "savings_baseline": state.config.prices.savings_baseline,
+    });
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Query of `/admin/requests`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsQuery {
+    /// Not before: RFC 3339 or unix seconds.
+    pub since: Option<String>,
+    /// Before: RFC 3339 or unix seconds.
+    pub until: Option<String>,
+    /// Tenant.
+    pub tenant: Option<String>,
+    /// End user.
+    pub user: Option<String>,
+    /// Requested or resolved model.
+    pub model: Option<String>,
+    /// `ok`, `error`, or an HTTP status.
+    pub status: Option<String>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<usize>,
+}
+
+fn parse_time(param: &str, v: &str) -> Result<u64, ApiError> {
+    if let Ok(secs) = v.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok((secs * 1e6) as u64);
+        }
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .and_then(|d| u64::try_from(d.timestamp_micros()).ok())
+        .ok_or_else(|| {
+            ApiError::param(
+                param,
+                format!("'{param}' must be RFC 3339 (2026-01-31T12:00:00Z) or unix seconds."),
+            )
+        })
+}
+
+/// `GET /admin/requests`: recent calls, newest first, filtered.
+pub async fn requests(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<RequestsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let q = q.into_inner();
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::param(
+            "limit",
+            "'limit' must be between 1 and 1000.",
+        ));
+    }
+    if let Some(s) = &q.status {
+        if !matches!(s.as_str(), "ok" | "error") && s.parse::<u16>().is_err() {
+            return Err(ApiError::param(
+                "status",
+                "'status' must be `ok`, `error` or an HTTP status code.",
+            ));
+        }
+    }
+    let query = Query {
+        since_us: q
+            .since
+            .as_deref()
+            .map(|v| parse_time("since", v))
+            .transpose()?,
+        until_us: q
+            .until
+            .as_deref()
+            .map(|v| parse_time("until", v))
+            .transpose()?,
+        tenant: q.tenant,
+        user: q.user,
+        model: q.model,
+        status: q.status,
+        limit,
+    };
+    state.ledger.flush().await;
+    let records = state
+        .ledger
+        .store
+        .query(&query, 200_000)
+        .map_err(storage_error)?;
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": records})))
+}
+
+/// `GET /admin/requests/{id}`: one call's full record.
+pub async fn request(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    state.ledger.flush().await;
+    match state.ledger.store.get(&id).map_err(storage_error)? {
+        Some(r) => Ok(HttpResponse::Ok().json(r)),
+        None => Err(ApiError::NotFound(format!(
+            "No call with request id `{id}` is in the ledger."
+        ))),
+    }
+}
+
+/// Query of `/admin/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<usize>,
+}
+
+/// `GET /admin/events`: budget and latency-budget events, newest first.
+pub async fn events(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::param(
+            "limit",
+            "'limit' must be between 1 and 1000.",
+        ));
+    }
+    state.ledger.flush().await;
+    let events = state.ledger.store.events(limit).map_err(storage_error)?;
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": events})))
+}
