@@ -1,4 +1,4 @@
-//! The `switchyard` command line: `serve`, `check-config`, `hash-key`.
+//! The `switchyard` command line: `serve`, `check-config`, `stats`, `hash-key`.
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -36,6 +36,21 @@ pub enum Command {
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+    },
+    /// Print a running daemon's stats (`GET /admin/stats`) as tables.
+    Stats {
+        /// The daemon's base URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An admin API key (not needed on an open loopback).
+        #[arg(long, env = "SWITCHYARD_ADMIN_KEY", hide_env_values = true)]
+        key: Option<String>,
+        /// Days of totals, counting back from today.
+        #[arg(long, default_value_t = 1)]
+        days: u32,
+        /// Print the raw JSON instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the `sha256:` hash of an API key read from standard input, for `[[auth.keys]]`.
     HashKey {
@@ -112,4 +127,186 @@ pub fn hash_key_command(
         ));
     }
     writeln!(out, "{}", hash_key(key))
+}
+
+/// `stats`: fetch `/admin/stats` from a running daemon and print it as tables.
+pub fn stats_command(
+    url: &str,
+    key: Option<&str>,
+    days: u32,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let endpoint = format!("{}/admin/stats?days={days}", url.trim_end_matches('/'));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let body: serde_json::Value = rt.block_on(async {
+        let mut req = reqwest::Client::new()
+            .get(&endpoint)
+            .timeout(std::time::Duration::from_secs(30));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach {endpoint}: {e}"))?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await?;
+        if !status.is_success() {
+            let msg = v["error"]["message"].as_str().unwrap_or("no message");
+            anyhow::bail!("{endpoint} answered {status}: {msg}");
+        }
+        anyhow::Ok(v)
+    })?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&body)?)?;
+    } else {
+        write!(out, "{}", render_stats(&body))?;
+    }
+    Ok(())
+}
+
+fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header(header.iter().copied());
+    for i in 1..header.len() {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    t
+}
+
+fn ms(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".to_owned(), |x| format!("{x:.1}"))
+}
+
+fn pct(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".to_owned(), |x| format!("{:.1}%", x * 100.0))
+}
+
+/// The terminal rendering of `/admin/stats`: latency percentiles, then each day's totals by
+/// dimension (most expensive first), budgets and the ledger's own health.
+pub fn render_stats(s: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let mut lat = table(&[
+        "latency", "by", "value", "window", "calls", "p50 ms", "p95 ms", "p99 ms", "max ms",
+    ]);
+    let mut rows = 0;
+    for (metric, dims) in s["latency"].as_object().into_iter().flatten() {
+        for (dim, values) in dims.as_object().into_iter().flatten() {
+            for (value, windows) in values.as_object().into_iter().flatten() {
+                let (label, p) = ["300s", "900s", "all_time"]
+                    .iter()
+                    .find_map(|w| windows.get(*w).map(|p| (*w, p)))
+                    .unwrap_or(("-", &serde_json::Value::Null));
+                lat.add_row(vec![
+                    metric.clone(),
+                    dim.clone(),
+                    if value.is_empty() {
+                        "*".to_owned()
+                    } else {
+                        value.clone()
+                    },
+                    label.to_owned(),
+                    p["count"].to_string(),
+                    ms(&p["p50_ms"]),
+                    ms(&p["p95_ms"]),
+                    ms(&p["p99_ms"]),
+                    ms(&p["max_ms"]),
+                ]);
+                rows += 1;
+            }
+        }
+    }
+    if rows > 0 {
+        let _ = writeln!(o, "{lat}\n");
+    }
+    for day in s["days"].as_array().into_iter().flatten() {
+        let t = &day["totals"];
+        let _ = writeln!(
+            o,
+            "{}: {} calls ({} errors), {} prompt + {} completion tokens, ${:.6}, cache hits {}, local {}, saved ${:.6}",
+            day["day"].as_str().unwrap_or("?"),
+            t["requests"],
+            t["errors"],
+            t["prompt_tokens"],
+            t["completion_tokens"],
+            t["cost_usd"].as_f64().unwrap_or(0.0),
+            pct(&t["cache_hit_rate"]),
+            pct(&t["local_share"]),
+            t["savings_usd"].as_f64().unwrap_or(0.0),
+        );
+        for (dim, values) in day["by"].as_object().into_iter().flatten() {
+            let mut entries: Vec<(&String, &serde_json::Value)> =
+                values.as_object().into_iter().flatten().collect();
+            entries.sort_by(|a, b| {
+                let cost = |v: &serde_json::Value| v["cost_pusd"].as_u64().unwrap_or(0);
+                cost(b.1).cmp(&cost(a.1)).then(a.0.cmp(b.0))
+            });
+            let mut tb = table(&[
+                dim.as_str(),
+                "calls",
+                "errors",
+                "prompt",
+                "completion",
+                "cost $",
+                "cache hit",
+                "local",
+            ]);
+            for (name, v) in entries.iter().take(20) {
+                tb.add_row(vec![
+                    (*name).clone(),
+                    v["requests"].to_string(),
+                    v["errors"].to_string(),
+                    v["prompt_tokens"].to_string(),
+                    v["completion_tokens"].to_string(),
+                    format!("{:.6}", v["cost_usd"].as_f64().unwrap_or(0.0)),
+                    pct(&v["cache_hit_rate"]),
+                    pct(&v["local_share"]),
+                ]);
+            }
+            let _ = writeln!(o, "{tb}");
+        }
+        o.push('\n');
+    }
+    let budgets = s["budgets"].as_array().map_or(&[][..], Vec::as_slice);
+    if !budgets.is_empty() {
+        let mut tb = table(&["budget", "name", "spent $", "soft $", "hard $", "state"]);
+        for b in budgets {
+            let state = if b["over_hard"] == true {
+                "OVER HARD"
+            } else if b["over_soft"] == true {
+                "over soft"
+            } else {
+                "ok"
+            };
+            tb.add_row(vec![
+                b["scope"].as_str().unwrap_or("").to_owned(),
+                b["name"].as_str().unwrap_or("").to_owned(),
+                format!("{:.6}", b["spent_usd"].as_f64().unwrap_or(0.0)),
+                b["soft_usd"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |x| format!("{x:.6}")),
+                b["hard_usd"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |x| format!("{x:.6}")),
+                state.to_owned(),
+            ]);
+        }
+        let _ = writeln!(o, "{tb}");
+    }
+    let l = &s["ledger"];
+    let _ = writeln!(
+        o,
+        "ledger: {} records, {} queued, {} dropped (buffer full {}, write errors {}), flush every {} ms",
+        l["records"], l["queued"], l["dropped"], l["dropped_buffer_full"], l["dropped_write_error"], l["flush_ms"]
+    );
+    o
 }

@@ -12,7 +12,7 @@ fn main() -> anyhow::Result<()> {
             data_dir,
         } => {
             let config = cli::serve_config(config, listen, data_dir)?;
-            switchyard_core::telemetry::init(&config.log);
+            let _telemetry = switchyard_core::telemetry::init(&config.log, &config.observability);
             if config.local.dequantize && std::env::var_os("CANDLE_DEQUANTIZE_ALL").is_none() {
                 // candle reads this when it loads quantized weights; set it while the process
                 // is still single-threaded. See `[local] dequantize`.
@@ -27,6 +27,12 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        Command::Stats {
+            url,
+            key,
+            days,
+            json,
+        } => cli::stats_command(&url, key.as_deref(), days, json, &mut std::io::stdout()),
         Command::CheckConfig { file } => Ok(cli::check_config(&file, &mut std::io::stdout())?),
         Command::HashKey { generate } => Ok(cli::hash_key_command(
             generate,

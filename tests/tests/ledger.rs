@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -434,77 +433,14 @@ async fn metrics_pass_promtool() {
     );
 }
 
-/// Deliveries: signature header and body.
-type Deliveries = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>;
-
-/// A webhook receiver on loopback that keeps what it is sent.
-struct Hook {
-    url: String,
-    got: Deliveries,
-    _handle: actix_web::dev::ServerHandle,
-}
-
-async fn webhook() -> Hook {
-    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-    let got: Deliveries = Arc::default();
-    let sink = Arc::clone(&got);
-    let server = HttpServer::new(move || {
-        let sink = Arc::clone(&sink);
-        App::new().route(
-            "/hook",
-            web::post().to(move |req: HttpRequest, body: web::Bytes| {
-                let sink = Arc::clone(&sink);
-                async move {
-                    let sig = req
-                        .headers()
-                        .get("x-switchyard-signature")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    sink.lock().unwrap().push((sig, body.to_vec()));
-                    HttpResponse::NoContent().finish()
-                }
-            }),
-        )
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    Hook {
-        url: format!("http://{addr}/hook"),
-        got,
-        _handle: handle,
-    }
-}
-
-impl Hook {
-    async fn wait_for(&self, kind: &str) -> (Option<String>, Value) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = self.got.lock().unwrap().iter().find_map(|(sig, body)| {
-                let v: Value = serde_json::from_slice(body).ok()?;
-                (v["type"] == kind).then(|| (sig.clone(), v))
-            });
-            if let Some(f) = found {
-                return f;
-            }
-            assert!(Instant::now() < deadline, "no `{kind}` webhook in 10 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn raw(&self, kind: &str) -> (String, Vec<u8>) {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, b)| serde_json::from_slice::<Value>(b).is_ok_and(|v| v["type"] == kind))
-            .map(|(s, b)| (s.clone().unwrap(), b.clone()))
-            .unwrap()
-    }
+async fn hook_event(hook: &Capture, kind: &str) -> (Option<String>, Vec<u8>, Value) {
+    let c = hook
+        .wait_for(&format!("`{kind}` webhook"), |c| {
+            serde_json::from_slice::<Value>(&c.body).is_ok_and(|v| v["type"] == kind)
+        })
+        .await;
+    let v = serde_json::from_slice(&c.body).unwrap();
+    (c.headers.get("x-switchyard-signature").cloned(), c.body, v)
 }
 
 async fn wait_event(gw: &Gateway, kind: &str) -> Value {
@@ -531,7 +467,7 @@ async fn budget_levels_raise_events_and_are_enforced() {
     let mock = MockServer::start_local(MockConfig::default())
         .await
         .unwrap();
-    let hook = webhook().await;
+    let hook = capture_server(json!({})).await;
     // Each call: 3 prompt + 12 completion tokens = 4.5 + 27 = 31.5 µ$.
     let extra = format!(
         r#"
@@ -545,7 +481,7 @@ hard_usd = 0.00003
 on_hard = "downgrade"
 downgrade_to = "cheap"
 [observability]
-webhook_url = "{}"
+webhook_url = "{}/hook"
 webhook_secret = "env::SWITCHYARD_TEST_WEBHOOK_SECRET"
 "#,
         hook.url
@@ -573,10 +509,9 @@ webhook_secret = "env::SWITCHYARD_TEST_WEBHOOK_SECRET"
     assert_eq!(soft["data"]["name"], "globex");
     let hard = wait_event(&gw, "budget.hard_limit_reached").await;
     assert_eq!(hard["data"]["action"], "reject");
-    let (sig, delivered) = hook.wait_for("budget.hard_limit_reached").await;
+    let (sig, raw, delivered) = hook_event(&hook, "budget.hard_limit_reached").await;
     assert_eq!(delivered["data"]["name"], "globex");
-    assert!(sig.is_some(), "webhooks are signed");
-    let (sig, raw) = hook.raw("budget.hard_limit_reached");
+    let sig = sig.expect("webhooks are signed");
     let t: u64 = sig
         .split(',')
         .find_map(|p| p.strip_prefix("t="))
@@ -640,7 +575,7 @@ async fn latency_budget_breach_raises_an_event() {
     })
     .await
     .unwrap();
-    let hook = webhook().await;
+    let hook = capture_server(json!({})).await;
     let extra = format!(
         r#"
 [[latency_budgets]]
@@ -651,7 +586,7 @@ window_s = 60
 min_samples = 5
 [observability]
 evaluate_every_ms = 50
-webhook_url = "{}"
+webhook_url = "{}/hook"
 "#,
         hook.url
     );
@@ -673,7 +608,7 @@ webhook_url = "{}"
     assert_eq!(e["data"]["percentile"], "p95");
     assert!(e["data"]["observed_ms"].as_f64().unwrap() > 100.0);
     assert_eq!(e["data"]["target_ms"], 50.0);
-    let (sig, _) = hook.wait_for("latency_budget.breached").await;
+    let (sig, _, _) = hook_event(&hook, "latency_budget.breached").await;
     assert!(sig.is_none(), "no secret configured, no signature");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let events = admin_get(&gw, "/admin/events").await;
@@ -698,4 +633,69 @@ webhook_url = "{}"
         ),
         "{metrics}"
     );
+}
+
+fn canned_chat() -> Value {
+    json!({"id": "chatcmpl-cap", "object": "chat.completion", "created": 0, "model": "cap",
+           "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+           "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+}
+
+/// W3C trace context: the caller's trace continues to the upstream (with the gateway's span as
+/// parent) and is kept in the call's record; without one, a new trace starts.
+#[actix_rt::test]
+async fn trace_context_reaches_the_upstream_and_the_record() {
+    let upstream = capture_server(canned_chat()).await;
+    let gw = Gateway::start(&chain_config("m", &[format!("{}/v1", upstream.url)])).await;
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("traceparent", caller)
+        .header("x-request-id", "traced")
+        .json(&chat_body("m", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = upstream.got.lock().unwrap()[0].headers["traceparent"].clone();
+    let parts: Vec<&str> = seen.split('-').collect();
+    assert_eq!(parts.len(), 4, "{seen}");
+    assert_eq!(parts[0], "00");
+    assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace");
+    assert_ne!(
+        parts[2], "00f067aa0ba902b7",
+        "the gateway's own span is the parent"
+    );
+    assert_eq!(parts[2].len(), 16);
+    assert_eq!(parts[3], "01");
+    let r = client()
+        .get(gw.url("/admin/requests/traced"))
+        .send()
+        .await
+        .unwrap();
+    let rec: Value = r.json().await.unwrap();
+    assert_eq!(rec["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+
+    // No traceparent: a fresh trace, the same in the upstream call and the record.
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-request-id", "untraced")
+        .json(&chat_body("m", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = upstream.got.lock().unwrap()[1].headers["traceparent"].clone();
+    let trace = seen.split('-').nth(1).unwrap().to_owned();
+    assert_eq!(trace.len(), 32);
+    assert_ne!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+    let rec: Value = client()
+        .get(gw.url("/admin/requests/untraced"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rec["trace_id"], trace);
 }

@@ -48,6 +48,13 @@ struct Args {
     /// Warm-up seconds before each target's phases.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
+    /// More gateways to run with the gateway body, as `NAME=URL` (e.g. the same gateway with
+    /// a feature turned off); each is compared with `--gateway`.
+    #[arg(long = "compare")]
+    compare: Vec<String>,
+    /// Skip the max-rate phase.
+    #[arg(long)]
+    no_max: bool,
     /// Write the results as JSON here too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -58,7 +65,7 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// One phase's result.
 #[derive(Debug, Clone, serde::Serialize)]
 struct Phase {
-    target: &'static str,
+    target: String,
     mode: String,
     sent: u64,
     ok: u64,
@@ -96,7 +103,7 @@ fn new_hist() -> anyhow::Result<Histogram<u64>> {
 }
 
 fn summarise(
-    target: &'static str,
+    target: &str,
     mode: String,
     hist: &Histogram<u64>,
     sent: u64,
@@ -105,7 +112,7 @@ fn summarise(
 ) -> Phase {
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     Phase {
-        target,
+        target: target.to_owned(),
         mode,
         sent,
         ok: hist.len(),
@@ -123,7 +130,7 @@ async fn fixed_rate(
     body: &Bytes,
     rate: u64,
     secs: u64,
-    target: &'static str,
+    target: &str,
 ) -> anyhow::Result<Phase> {
     let hist = Arc::new(Mutex::new(new_hist()?));
     let errors = Arc::new(AtomicU64::new(0));
@@ -175,7 +182,7 @@ async fn max_rate(
     body: &Bytes,
     conns: usize,
     secs: u64,
-    target: &'static str,
+    target: &str,
 ) -> anyhow::Result<Phase> {
     let end = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
@@ -216,7 +223,7 @@ async fn max_rate(
 
 async fn run_target(
     args: &Args,
-    target: &'static str,
+    target: &str,
     url: &str,
     body: &str,
 ) -> anyhow::Result<Vec<Phase>> {
@@ -239,7 +246,9 @@ async fn run_target(
     for &rate in &args.rates {
         out.push(fixed_rate(&client, &url, &body, rate, args.seconds, target).await?);
     }
-    out.push(max_rate(&client, &url, &body, args.connections, args.seconds, target).await?);
+    if !args.no_max {
+        out.push(max_rate(&client, &url, &body, args.connections, args.seconds, target).await?);
+    }
     Ok(out)
 }
 
@@ -252,6 +261,11 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         let direct = run_target(&args, "direct", &args.direct, &args.direct_body).await?;
         let gateway = run_target(&args, "gateway", &args.gateway, &args.gateway_body).await?;
+        let mut compared = Vec::new();
+        for c in &args.compare {
+            let (name, url) = c.split_once('=').context("--compare takes NAME=URL")?;
+            compared.push(run_target(&args, name, url, &args.gateway_body).await?);
+        }
         let mut out = std::io::stdout().lock();
         use std::io::Write;
         writeln!(
@@ -259,7 +273,11 @@ fn main() -> anyhow::Result<()> {
             "{:<8} {:<16} {:>8} {:>7} {:>10} {:>9} {:>9} {:>9}",
             "target", "mode", "ok", "errors", "rps", "p50 ms", "p99 ms", "p99.9 ms"
         )?;
-        for p in direct.iter().chain(gateway.iter()) {
+        for p in direct
+            .iter()
+            .chain(gateway.iter())
+            .chain(compared.iter().flatten())
+        {
             writeln!(
                 out,
                 "{:<8} {:<16} {:>8} {:>7} {:>10.0} {:>9.3} {:>9.3} {:>9.3}",
@@ -283,8 +301,38 @@ fn main() -> anyhow::Result<()> {
                 g.rps / d.rps
             )?;
         }
+        for other in &compared {
+            let Some(name) = other.first().map(|p| p.target.clone()) else {
+                continue;
+            };
+            writeln!(out, "\nadded by `{name}` vs added by `gateway`:")?;
+            writeln!(
+                out,
+                "{:<16} {:>12} {:>12} {:>10}",
+                "mode", "gateway p99", "other p99", "ratio"
+            )?;
+            for ((d, g), o) in direct.iter().zip(gateway.iter()).zip(other.iter()) {
+                let (ga, oa) = (g.p99_ms - d.p99_ms, o.p99_ms - d.p99_ms);
+                writeln!(
+                    out,
+                    "{:<16} {:>+12.3} {:>+12.3} {:>10.3}",
+                    d.mode,
+                    ga,
+                    oa,
+                    if oa.abs() > f64::EPSILON {
+                        ga / oa
+                    } else {
+                        f64::NAN
+                    }
+                )?;
+            }
+        }
         if let Some(path) = &args.json {
-            let rows: Vec<&Phase> = direct.iter().chain(gateway.iter()).collect();
+            let rows: Vec<&Phase> = direct
+                .iter()
+                .chain(gateway.iter())
+                .chain(compared.iter().flatten())
+                .collect();
             std::fs::write(path, serde_json::to_vec_pretty(&rows)?)?;
         }
         anyhow::Ok(())

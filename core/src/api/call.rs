@@ -32,6 +32,7 @@ struct Draft {
     started: Instant,
     ts_us: u64,
     id: String,
+    trace_id: String,
     endpoint: String,
     tenant: String,
     key_id: Option<String>,
@@ -77,8 +78,13 @@ fn clip(s: &str) -> String {
 
 impl Call {
     /// Open the call of a request (middleware).
-    pub fn open(req: &actix_web::dev::ServiceRequest, id: &str) -> Self {
+    pub fn open(
+        req: &actix_web::dev::ServiceRequest,
+        id: &str,
+        trace: &crate::telemetry::TraceContext,
+    ) -> Self {
         let draft = Draft {
+            trace_id: trace.trace_id_hex(),
             started: Instant::now(),
             ts_us: crate::ledger::now_us(),
             id: id.to_owned(),
@@ -309,6 +315,7 @@ impl Draft {
             .map(|h| ms(h.saturating_sub(self.upstream + self.waited)));
         CallRecord {
             id: self.id,
+            trace_id: self.trace_id,
             ts_us: self.ts_us,
             tenant: self.tenant,
             key_id: self.key_id,
@@ -396,6 +403,7 @@ impl<B> Drop for LedgerBody<B> {
                     request: d.request.take(),
                     completion_text: std::mem::take(&mut d.completion_text),
                     id: std::mem::take(&mut d.id),
+                    trace_id: std::mem::take(&mut d.trace_id),
                     endpoint: std::mem::take(&mut d.endpoint),
                     tenant: std::mem::take(&mut d.tenant),
                     key_id: d.key_id.take(),

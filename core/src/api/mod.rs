@@ -137,12 +137,18 @@ where
         .get(REQUEST_ID)
         .and_then(valid_request_id)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let span =
-        tracing::info_span!("http", request_id = %id, method = %req.method(), path = %req.path());
+    let trace = crate::telemetry::TraceContext::from_traceparent(
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let span = tracing::info_span!("http", request_id = %id, trace_id = tracing::field::Empty, method = %req.method(), path = %req.path());
+    let trace = crate::telemetry::link_span(&span, trace);
+    span.record("trace_id", trace.trace_id_hex());
     let header_value = HeaderValue::from_str(&id).ok();
     let accounted = req.path().starts_with("/v1/");
     let call = if accounted {
-        let c = call::Call::open(&req, &id);
+        let c = call::Call::open(&req, &id, &trace);
         req.extensions_mut().insert(c.clone());
         c
     } else {
@@ -157,7 +163,7 @@ where
         srv.call(req)
     };
     async move {
-        let mut res = fut.await?;
+        let mut res = trace.scope(fut).await?;
         if let Some(v) = header_value {
             res.headers_mut()
                 .insert(HeaderName::from_static(REQUEST_ID), v);

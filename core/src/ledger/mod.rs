@@ -344,6 +344,7 @@ impl Actor for LedgerWriter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        lower_priority();
         ctx.run_interval(self.shared.flush_every, |act, _| {
             act.drain();
             act.deliver_events();
@@ -356,6 +357,18 @@ impl Actor for LedgerWriter {
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         self.drain();
         Running::Stop
+    }
+}
+
+/// Run the writer's thread at a lower CPU priority (nice 10), so on a busy machine request
+/// workers win the CPU and the ledger catches up in their gaps; its buffer absorbs the delay.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), 10) {
+            tracing::debug!(error = %e, "could not lower the ledger writer's priority");
+        }
     }
 }
 

@@ -105,6 +105,9 @@ impl Outcome {
 pub struct CallRecord {
     /// Request id (`x-request-id`).
     pub id: String,
+    /// W3C trace id (the caller's `traceparent`, or a new one).
+    #[serde(default)]
+    pub trace_id: String,
     /// Start, unix microseconds.
     pub ts_us: u64,
     /// Tenant accounted.

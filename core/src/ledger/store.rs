@@ -5,17 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
-
 use super::record::{dimension_values, CallRecord, Totals};
 
-const CALLS: &str = "ledger.calls";
-const IDS: &str = "ledger.ids";
-const DAILY: &str = "ledger.daily";
-const META: &str = "ledger.meta";
+const LEDGER: &str = "ledger";
 const EVENTS: &str = "events";
-const COUNT_KEY: &[u8] = b"count";
 
 /// A storage failure, as text (sled's own error type is not `Clone`).
 #[derive(Debug, thiserror::Error)]
@@ -71,28 +64,43 @@ impl Query {
     }
 }
 
-/// The ledger's trees.
+/// The ledger's tree. Records, the id index, daily totals and the record count share one sled
+/// tree under distinct key prefixes, so one atomic batch commits a set of records together
+/// with everything they add (sled batches are atomic within a tree, and much cheaper than
+/// multi-tree transactions).
 #[derive(Clone)]
 pub struct LedgerStore {
     db: sled::Db,
-    calls: sled::Tree,
-    ids: sled::Tree,
-    daily: sled::Tree,
-    meta: sled::Tree,
+    tree: sled::Tree,
     events: sled::Tree,
 }
 
+/// Key prefixes in the ledger tree.
+const CALL: u8 = b'c';
+const ID: u8 = b'i';
+const DAY: u8 = b'd';
+const COUNT: &[u8] = b"n";
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-fn call_key(ts_us: u64) -> [u8; 12] {
-    let mut k = [0u8; 12];
-    k[..8].copy_from_slice(&ts_us.to_be_bytes());
-    k[8..].copy_from_slice(&SEQ.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+fn call_key(ts_us: u64) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[0] = CALL;
+    k[1..9].copy_from_slice(&ts_us.to_be_bytes());
+    k[9..].copy_from_slice(&SEQ.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    k
+}
+
+fn id_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 1);
+    k.push(ID);
+    k.extend_from_slice(id.as_bytes());
     k
 }
 
 fn daily_key(day: &str, dim: &str, value: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(day.len() + dim.len() + value.len() + 2);
+    let mut k = Vec::with_capacity(day.len() + dim.len() + value.len() + 3);
+    k.push(DAY);
     k.extend_from_slice(day.as_bytes());
     k.push(0);
     k.extend_from_slice(dim.as_bytes());
@@ -106,69 +114,56 @@ fn u64_of(v: Option<sled::IVec>) -> u64 {
         .unwrap_or(0)
 }
 
+fn ts_of(call_key: &[u8]) -> u64 {
+    call_key
+        .get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
 impl LedgerStore {
     /// Open the trees in `db`.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         Ok(Self {
             db: db.clone(),
-            calls: db.open_tree(CALLS)?,
-            ids: db.open_tree(IDS)?,
-            daily: db.open_tree(DAILY)?,
-            meta: db.open_tree(META)?,
+            tree: db.open_tree(LEDGER)?,
             events: db.open_tree(EVENTS)?,
         })
     }
 
     /// Records held.
     pub fn count(&self) -> Result<u64, StoreError> {
-        Ok(u64_of(self.meta.get(COUNT_KEY)?))
+        Ok(u64_of(self.tree.get(COUNT)?))
     }
 
-    /// Commit a batch of records and their totals in one transaction, then sync to disk.
+    /// Commit a batch of records and their totals atomically, then sync to disk. Only the
+    /// ledger writer calls this, so reading the totals before the batch is race-free.
     pub fn append(&self, batch: &[CallRecord]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut encoded = Vec::with_capacity(batch.len());
+        let mut out = sled::Batch::default();
         let mut sums: BTreeMap<Vec<u8>, Totals> = BTreeMap::new();
         for r in batch {
-            encoded.push((call_key(r.ts_us), r.id.as_bytes(), serde_json::to_vec(r)?));
+            let key = call_key(r.ts_us);
+            out.insert(&key[..], serde_json::to_vec(r)?);
+            out.insert(id_key(&r.id), &key[..]);
             let day = r.day();
             for (dim, value) in dimension_values(r) {
                 sums.entry(daily_key(&day, dim, &value)).or_default().add(r);
             }
         }
-        let n = batch.len() as u64;
-        let res: Result<(), TransactionError<StoreError>> =
-            (&self.calls, &self.ids, &self.daily, &self.meta).transaction(
-                |(calls, ids, daily, meta)| {
-                    for (key, id, value) in &encoded {
-                        calls.insert(&key[..], value.as_slice())?;
-                        ids.insert(*id, &key[..])?;
-                    }
-                    for (key, add) in &sums {
-                        let mut t = match daily.get(key)? {
-                            Some(v) => serde_json::from_slice::<Totals>(&v).map_err(|e| {
-                                ConflictableTransactionError::Abort(StoreError(e.to_string()))
-                            })?,
-                            None => Totals::default(),
-                        };
-                        t.merge(add);
-                        let v = serde_json::to_vec(&t).map_err(|e| {
-                            ConflictableTransactionError::Abort(StoreError(e.to_string()))
-                        })?;
-                        daily.insert(key.as_slice(), v)?;
-                    }
-                    let count = u64_of(meta.get(COUNT_KEY)?) + n;
-                    meta.insert(COUNT_KEY, &count.to_be_bytes())?;
-                    Ok(())
-                },
-            );
-        match res {
-            Ok(()) => {}
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        for (key, add) in &sums {
+            let mut t = match self.tree.get(key)? {
+                Some(v) => serde_json::from_slice::<Totals>(&v)?,
+                None => Totals::default(),
+            };
+            t.merge(add);
+            out.insert(key.as_slice(), serde_json::to_vec(&t)?);
         }
+        let count = self.count()? + batch.len() as u64;
+        out.insert(COUNT, &count.to_be_bytes());
+        self.tree.apply_batch(out)?;
         self.db.flush()?;
         Ok(())
     }
@@ -183,50 +178,44 @@ impl LedgerStore {
     ) -> Result<u64, StoreError> {
         let count = self.count()?;
         let excess = count.saturating_sub(max_records);
-        let mut victims = Vec::new();
-        for item in self.calls.iter() {
+        let mut out = sled::Batch::default();
+        let mut n = 0u64;
+        for item in self.tree.scan_prefix([CALL]) {
             let (k, v) = item?;
-            let ts = k
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_be_bytes);
-            if (ts >= cutoff_us && victims.len() as u64 >= excess) || victims.len() >= max_batch {
+            if (ts_of(&k) >= cutoff_us && n >= excess) || n as usize >= max_batch {
                 break;
             }
-            let id = serde_json::from_slice::<CallRecord>(&v).map(|r| r.id).ok();
-            victims.push((k, id));
+            if let Ok(r) = serde_json::from_slice::<CallRecord>(&v) {
+                let ik = id_key(&r.id);
+                if self.tree.get(&ik)?.as_deref() == Some(k.as_ref()) {
+                    out.remove(ik);
+                }
+            }
+            out.remove(k);
+            n += 1;
         }
-        if victims.is_empty() {
+        if n == 0 {
             return Ok(0);
         }
-        let n = victims.len() as u64;
-        let res: Result<(), TransactionError<StoreError>> = (&self.calls, &self.ids, &self.meta)
-            .transaction(|(calls, ids, meta)| {
-                for (k, id) in &victims {
-                    calls.remove(k)?;
-                    if let Some(id) = id {
-                        if ids.get(id.as_bytes())?.as_deref() == Some(k.as_ref()) {
-                            ids.remove(id.as_bytes())?;
-                        }
-                    }
-                }
-                let count = u64_of(meta.get(COUNT_KEY)?).saturating_sub(n);
-                meta.insert(COUNT_KEY, &count.to_be_bytes())?;
-                Ok(())
-            });
-        match res {
-            Ok(()) => Ok(n),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-        }
+        out.insert(COUNT, &count.saturating_sub(n).to_be_bytes());
+        self.tree.apply_batch(out)?;
+        Ok(n)
     }
 
     /// Newest first, filtered; scans at most `max_scan` records.
     pub fn query(&self, q: &Query, max_scan: usize) -> Result<Vec<CallRecord>, StoreError> {
-        let lo = q.since_us.unwrap_or(0).to_be_bytes();
-        let hi = q.until_us.unwrap_or(u64::MAX).to_be_bytes();
+        let bound = |ts: u64| {
+            let mut k = [0u8; 9];
+            k[0] = CALL;
+            k[1..].copy_from_slice(&ts.to_be_bytes());
+            k
+        };
+        let (lo, hi) = (
+            bound(q.since_us.unwrap_or(0)),
+            bound(q.until_us.unwrap_or(u64::MAX)),
+        );
         let mut out = Vec::new();
-        for item in self.calls.range(&lo[..]..&hi[..]).rev().take(max_scan) {
+        for item in self.tree.range(&lo[..]..&hi[..]).rev().take(max_scan) {
             let (_, v) = item?;
             let r: CallRecord = serde_json::from_slice(&v)?;
             if q.matches(&r) {
@@ -241,10 +230,10 @@ impl LedgerStore {
 
     /// One record by request id.
     pub fn get(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
-        let Some(key) = self.ids.get(id.as_bytes())? else {
+        let Some(key) = self.tree.get(id_key(id))? else {
             return Ok(None);
         };
-        match self.calls.get(key)? {
+        match self.tree.get(key)? {
             Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
             None => Ok(None),
         }
@@ -252,7 +241,7 @@ impl LedgerStore {
 
     /// Every record, oldest first (tests and exports).
     pub fn scan_all(&self) -> impl Iterator<Item = Result<CallRecord, StoreError>> + '_ {
-        self.calls.iter().map(|item| {
+        self.tree.scan_prefix([CALL]).map(|item| {
             let (_, v) = item?;
             Ok(serde_json::from_slice(&v)?)
         })
@@ -260,10 +249,11 @@ impl LedgerStore {
 
     /// Daily totals of one day: dimension → value → totals.
     pub fn day(&self, day: &str) -> Result<BTreeMap<String, BTreeMap<String, Totals>>, StoreError> {
-        let mut prefix = day.as_bytes().to_vec();
+        let mut prefix = vec![DAY];
+        prefix.extend_from_slice(day.as_bytes());
         prefix.push(0);
         let mut out: BTreeMap<String, BTreeMap<String, Totals>> = BTreeMap::new();
-        for item in self.daily.scan_prefix(&prefix) {
+        for item in self.tree.scan_prefix(&prefix) {
             let (k, v) = item?;
             let rest = &k[prefix.len()..];
             let mut parts = rest.splitn(2, |b| *b == 0);

@@ -149,7 +149,22 @@ async fn run(
                 };
                 calls += 1;
                 let calling = Instant::now();
-                let outcome = attempt(&lease, route, req, deadline, stream).await;
+                // One span per upstream call, named and attributed per the OpenTelemetry GenAI
+                // conventions.
+                let span = tracing::info_span!(
+                    "gen_ai.chat",
+                    otel.name = %format!("chat {}", route.model),
+                    otel.kind = "client",
+                    gen_ai.operation.name = "chat",
+                    gen_ai.provider.name = %route.provider,
+                    gen_ai.request.model = %route.model,
+                    attempt = calls,
+                );
+                let outcome = tracing::Instrument::instrument(
+                    attempt(&lease, route, req, deadline, stream),
+                    span,
+                )
+                .await;
                 upstream_time += calling.elapsed();
                 match outcome {
                     Ok(answer) => {

@@ -134,7 +134,7 @@ pub(crate) async fn send_for_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ProviderError> {
     let name = lease.spec().name.as_str();
     let left = remaining(name, deadline)?;
-    let resp = rb
+    let resp = crate::telemetry::with_traceparent(rb)
         .timeout(left)
         .send()
         .await
@@ -159,6 +159,7 @@ pub(crate) async fn send_for_stream(
 ) -> Result<reqwest::Response, ProviderError> {
     let name = lease.spec().name.as_str();
     let left = remaining(name, deadline)?;
+    let rb = crate::telemetry::with_traceparent(rb);
     let resp = match tokio::time::timeout(left, rb.send()).await {
         Ok(r) => r.map_err(|e| transport_error(name, &e))?,
         Err(_) => {

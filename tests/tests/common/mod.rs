@@ -187,3 +187,121 @@ pub fn streamed_text(events: &[Received]) -> String {
         })
         .collect()
 }
+
+// The daemon as a process (tests that need a real crash or process-wide set-up).
+
+pub fn daemon_binary() -> std::path::PathBuf {
+    // tests run from target/<profile>/deps; the daemon is built next to that folder.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("switchyard"))
+        .unwrap();
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bins` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub fn spawn_daemon(config: &std::path::Path, env: &[(&str, &str)]) -> std::process::Child {
+    std::process::Command::new(daemon_binary())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+pub async fn wait_healthy(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if client()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("daemon at {base} did not come up");
+}
+
+/// One request a [`Capture`] server received.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub path: String,
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// A loopback HTTP server that answers every POST with the same JSON and keeps what it got:
+/// a webhook receiver, an OTLP collector, or an upstream whose request headers a test checks.
+pub struct Capture {
+    pub url: String,
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<Captured>>>,
+    _handle: ServerHandle,
+}
+
+pub async fn capture_server(reply: serde_json::Value) -> Capture {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let got: std::sync::Arc<std::sync::Mutex<Vec<Captured>>> = Default::default();
+    let sink = got.clone();
+    let server = HttpServer::new(move || {
+        let (sink, reply) = (sink.clone(), reply.clone());
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let (sink, reply) = (sink.clone(), reply.clone());
+            async move {
+                let headers = req
+                    .headers()
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
+                    .collect();
+                sink.lock().unwrap().push(Captured {
+                    path: req.path().to_owned(),
+                    headers,
+                    body: body.to_vec(),
+                });
+                HttpResponse::Ok().json(reply)
+            }
+        }))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Capture {
+        url: format!("http://{addr}"),
+        got,
+        _handle: handle,
+    }
+}
+
+impl Capture {
+    /// Wait (up to 10 s) for a request that `pred` accepts.
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&Captured) -> bool) -> Captured {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(c) = self.got.lock().unwrap().iter().find(|c| pred(c)) {
+                return c.clone();
+            }
+            assert!(Instant::now() < deadline, "no {what} in 10 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
