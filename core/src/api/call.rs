@@ -159,11 +159,29 @@ impl Call {
             d.tier = tier;
             d.provider = Some(served.provider.clone());
             d.upstream_model = Some(served.model.clone());
-            d.model_resolved = Some(format!("{}/{}", served.provider, served.model));
+            let prefix = format!("{}/", served.provider);
+            d.model_resolved = Some(if served.model.starts_with(&prefix) {
+                served.model.clone()
+            } else {
+                prefix + &served.model
+            });
             d.attempts = served.attempts;
             d.upstream += served.upstream;
             d.waited += served.waited;
             d.route_reason.get_or_insert(reason);
+        });
+    }
+
+    /// Answered by the local model `model` (`local/...`), after `took` of inference.
+    pub fn local(&self, model: &str, took: Duration) {
+        self.with(|d| {
+            d.tier = Tier::Local;
+            d.provider = Some("local".to_owned());
+            d.upstream_model = Some(model.to_owned());
+            d.model_resolved = Some(model.to_owned());
+            d.attempts = 1;
+            d.upstream += took;
+            d.route_reason.get_or_insert("local_model");
         });
     }
 

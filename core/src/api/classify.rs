@@ -44,7 +44,10 @@ pub async fn classify(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (_principal, r): (_, ClassifyRequest) = read_request(&state, &req, payload).await?;
+    let call = super::call::Call::of(&req);
+    let (principal, r): (_, ClassifyRequest) = read_request(&state, &req, payload).await?;
+    call.principal(&principal);
+    call.request(r.model.as_deref().unwrap_or(EMBED_MODEL), false, None);
     if let Some(m) = r
         .model
         .as_deref()
@@ -107,7 +110,9 @@ pub async fn classify(
     let mut all: Vec<String> = describing.iter().map(|s| (*s).to_owned()).collect();
     all.extend(texts);
     let permit = service.admit()?;
+    let began = std::time::Instant::now();
     let (mut vectors, tokens) = service.embed(&permit, all).await?;
+    call.local(EMBED_MODEL, began.elapsed());
     drop(permit);
     let text_vecs = vectors.split_off(n_labels_texts);
     let centres = centroids(labels.len(), &vectors, &owner);
@@ -125,6 +130,7 @@ pub async fn classify(
         })
         .collect();
     let prompt_tokens: usize = tokens[n_labels_texts..].iter().sum();
+    call.tokens(prompt_tokens as u64, 0);
     Ok(HttpResponse::Ok()
         .insert_header(("x-switchyard-provider", "local"))
         .insert_header(("x-switchyard-model", EMBED_MODEL))

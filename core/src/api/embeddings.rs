@@ -50,7 +50,10 @@ pub async fn embeddings(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (_principal, r): (_, EmbeddingsRequest) = read_request(&state, &req, payload).await?;
+    let call = super::call::Call::of(&req);
+    let (principal, r): (_, EmbeddingsRequest) = read_request(&state, &req, payload).await?;
+    call.principal(&principal);
+    call.request(&r.model, false, r.user.as_deref());
     let span = tracing::Span::current();
     span.record("model", r.model.as_str());
     if r.model != EMBED_MODEL && r.model != "minilm" {
@@ -98,8 +101,11 @@ pub async fn embeddings(
     };
     span.record("inputs", texts.len());
     let permit = service.admit()?;
+    let began = std::time::Instant::now();
     let (vectors, tokens) = service.embed(&permit, texts).await?;
     drop(permit);
+    call.local(EMBED_MODEL, began.elapsed());
+    call.tokens(tokens.iter().sum::<usize>() as u64, 0);
     if let Some(d) = r.dimensions {
         let full = vectors.first().map_or(0, Vec::len);
         if d != full {

@@ -146,7 +146,8 @@ where
     let trace = crate::telemetry::link_span(&span, trace);
     span.record("trace_id", trace.trace_id_hex());
     let header_value = HeaderValue::from_str(&id).ok();
-    let accounted = req.path().starts_with("/v1/");
+    // Inference calls are accounted; reads like `GET /v1/models` are not.
+    let accounted = req.path().starts_with("/v1/") && req.method() == actix_web::http::Method::POST;
     let call = if accounted {
         let c = call::Call::open(&req, &id, &trace);
         req.extensions_mut().insert(c.clone());

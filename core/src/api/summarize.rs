@@ -40,7 +40,10 @@ pub async fn summarize(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (_principal, r): (_, SummarizeRequest) = read_request(&state, &req, payload).await?;
+    let call = super::call::Call::of(&req);
+    let (principal, r): (_, SummarizeRequest) = read_request(&state, &req, payload).await?;
+    call.principal(&principal);
+    call.request(r.model.as_deref().unwrap_or(CHAT_MODEL), r.stream, None);
     if let Some(m) = r
         .model
         .as_deref()
@@ -60,12 +63,17 @@ pub async fn summarize(
         .max_tokens
         .unwrap_or(DEFAULT_SUMMARY_TOKENS)
         .clamp(1, 1024) as usize;
+    let began = std::time::Instant::now();
     let mut events = service.summarize(r.input, max_tokens)?;
     if !r.stream {
         while let Some(ev) = events.recv().await {
             match ev {
                 SummaryEvent::Progress(_) => {}
-                SummaryEvent::Done(s) => return Ok(HttpResponse::Ok().json(summary_body(&s))),
+                SummaryEvent::Done(s) => {
+                    call.local(CHAT_MODEL, began.elapsed());
+                    call.tokens(s.prompt_tokens as u64, s.completion_tokens as u64);
+                    return Ok(HttpResponse::Ok().json(summary_body(&s)));
+                }
                 SummaryEvent::Failed(e) => return Err(e.into()),
             }
         }
@@ -76,12 +84,16 @@ pub async fn summarize(
     let stream = futures_util::stream::unfold(events, |mut rx| async move {
         rx.recv().await.map(|ev| (ev, rx))
     })
-    .map(|ev| {
+    .map(move |ev| {
         Ok::<_, actix_web::Error>(match ev {
             SummaryEvent::Progress(p) => {
                 event("progress", &json!({"done": p.done, "total": p.total}))
             }
-            SummaryEvent::Done(s) => event("summary", &summary_body(&s)),
+            SummaryEvent::Done(s) => {
+                call.local(CHAT_MODEL, began.elapsed());
+                call.tokens(s.prompt_tokens as u64, s.completion_tokens as u64);
+                event("summary", &summary_body(&s))
+            }
             SummaryEvent::Failed(e) => {
                 let api: ApiError = e.into();
                 event("error", &api.openai_body())

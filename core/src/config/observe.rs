@@ -39,7 +39,7 @@ fn default_buffer() -> usize {
     65_536
 }
 fn default_flush_ms() -> u64 {
-    250
+    100
 }
 fn default_retention_days() -> u32 {
     30

@@ -276,22 +276,20 @@ impl Totals {
 pub const DIMENSIONS: [&str; 7] = ["all", "tenant", "key", "user", "tag", "provider", "model"];
 
 /// The (dimension, value) pairs a record counts under.
-pub fn dimension_values(r: &CallRecord) -> Vec<(&'static str, String)> {
-    let mut v = vec![("all", String::new()), ("tenant", r.tenant.clone())];
-    if let Some(k) = &r.key_id {
-        v.push(("key", k.clone()));
-    }
-    if let Some(u) = &r.user {
-        v.push(("user", u.clone()));
-    }
-    if let Some(t) = &r.tag {
-        v.push(("tag", t.clone()));
-    }
-    if let Some(p) = &r.provider {
-        v.push(("provider", p.clone()));
-    }
-    if let Some(m) = r.model_requested.as_ref().or(r.model_resolved.as_ref()) {
-        v.push(("model", m.clone()));
-    }
+pub fn dimension_values(r: &CallRecord) -> Vec<(&'static str, &str)> {
+    let mut v = Vec::with_capacity(7);
+    v.push(("all", ""));
+    v.push(("tenant", r.tenant.as_str()));
+    let optional = [
+        ("key", r.key_id.as_deref()),
+        ("user", r.user.as_deref()),
+        ("tag", r.tag.as_deref()),
+        ("provider", r.provider.as_deref()),
+        (
+            "model",
+            r.model_requested.as_deref().or(r.model_resolved.as_deref()),
+        ),
+    ];
+    v.extend(optional.into_iter().filter_map(|(d, x)| x.map(|x| (d, x))));
     v
 }

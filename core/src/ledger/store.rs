@@ -2,7 +2,7 @@
 //! per dimension, and events. A batch of records and the totals it adds commit in one
 //! transaction, so after a crash the totals always equal the records that survived.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::record::{dimension_values, CallRecord, Totals};
@@ -64,10 +64,10 @@ impl Query {
     }
 }
 
-/// The ledger's tree. Records, the id index, daily totals and the record count share one sled
-/// tree under distinct key prefixes, so one atomic batch commits a set of records together
-/// with everything they add (sled batches are atomic within a tree, and much cheaper than
-/// multi-tree transactions).
+/// The ledger's tree. Records are stored in pages, one per committed batch (compact binary,
+/// `postcard`), beside an id index, the daily totals and the record count, all in one sled tree
+/// under distinct key prefixes: one atomic sled batch commits a page with everything it adds.
+/// A page costs one insert however many records it holds, which keeps the writer cheap.
 #[derive(Clone)]
 pub struct LedgerStore {
     db: sled::Db,
@@ -76,16 +76,21 @@ pub struct LedgerStore {
 }
 
 /// Key prefixes in the ledger tree.
-const CALL: u8 = b'c';
+const PAGE: u8 = b'p';
 const ID: u8 = b'i';
 const DAY: u8 = b'd';
 const COUNT: &[u8] = b"n";
+/// Format of a page's value (first byte).
+const PAGE_V1: u8 = 1;
+/// Longest a call may take and still be found by a `until` filter (pages are keyed by commit
+/// time, records by start time).
+const PAGE_SLACK_US: u64 = 3_600_000_000;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-fn call_key(ts_us: u64) -> [u8; 13] {
+fn time_key(prefix: u8, ts_us: u64) -> [u8; 13] {
     let mut k = [0u8; 13];
-    k[0] = CALL;
+    k[0] = prefix;
     k[1..9].copy_from_slice(&ts_us.to_be_bytes());
     k[9..].copy_from_slice(&SEQ.fetch_add(1, Ordering::Relaxed).to_be_bytes());
     k
@@ -114,11 +119,32 @@ fn u64_of(v: Option<sled::IVec>) -> u64 {
         .unwrap_or(0)
 }
 
-fn ts_of(call_key: &[u8]) -> u64 {
-    call_key
+fn ts_of(page_key: &[u8]) -> u64 {
+    page_key
         .get(1..9)
         .and_then(|b| b.try_into().ok())
         .map_or(0, u64::from_be_bytes)
+}
+
+fn encode_page(records: &[CallRecord]) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![PAGE_V1];
+    postcard::to_io(records, &mut out).map_err(|e| StoreError(e.to_string()))?;
+    Ok(out)
+}
+
+fn decode_page(v: &[u8]) -> Result<Vec<CallRecord>, StoreError> {
+    match v.split_first() {
+        Some((&PAGE_V1, rest)) => postcard::from_bytes(rest).map_err(|e| StoreError(e.to_string())),
+        _ => Err(StoreError("unknown ledger page format".to_owned())),
+    }
+}
+
+/// Where a record lives: its page's key and its index there.
+fn locator(page: &[u8; 13], index: usize) -> [u8; 17] {
+    let mut l = [0u8; 17];
+    l[..13].copy_from_slice(page);
+    l[13..].copy_from_slice(&(index as u32).to_be_bytes());
+    l
 }
 
 impl LedgerStore {
@@ -136,30 +162,41 @@ impl LedgerStore {
         Ok(u64_of(self.tree.get(COUNT)?))
     }
 
-    /// Commit a batch of records and their totals atomically, then sync to disk. Only the
-    /// ledger writer calls this, so reading the totals before the batch is race-free.
+    /// Commit a batch of records as one page with its index entries and the totals it adds,
+    /// atomically, then sync to disk. Only the ledger writer calls this, so reading the totals
+    /// before the batch is race-free.
     pub fn append(&self, batch: &[CallRecord]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut out = sled::Batch::default();
-        let mut sums: BTreeMap<Vec<u8>, Totals> = BTreeMap::new();
-        for r in batch {
-            let key = call_key(r.ts_us);
-            out.insert(&key[..], serde_json::to_vec(r)?);
-            out.insert(id_key(&r.id), &key[..]);
-            let day = r.day();
+        let page = time_key(PAGE, super::now_us());
+        out.insert(&page[..], encode_page(batch)?);
+        // Days are formatted once per distinct day, not per record.
+        let mut days: Vec<(u64, String)> = Vec::new();
+        let mut sums: HashMap<(usize, &'static str, &str), Totals> = HashMap::new();
+        for (i, r) in batch.iter().enumerate() {
+            out.insert(id_key(&r.id), &locator(&page, i)[..]);
+            let d = r.ts_us / 86_400_000_000;
+            let day = match days.iter().position(|(n, _)| *n == d) {
+                Some(p) => p,
+                None => {
+                    days.push((d, r.day()));
+                    days.len() - 1
+                }
+            };
             for (dim, value) in dimension_values(r) {
-                sums.entry(daily_key(&day, dim, &value)).or_default().add(r);
+                sums.entry((day, dim, value)).or_default().add(r);
             }
         }
-        for (key, add) in &sums {
-            let mut t = match self.tree.get(key)? {
+        for ((day, dim, value), add) in &sums {
+            let key = daily_key(&days[*day].1, dim, value);
+            let mut t = match self.tree.get(&key)? {
                 Some(v) => serde_json::from_slice::<Totals>(&v)?,
                 None => Totals::default(),
             };
             t.merge(add);
-            out.insert(key.as_slice(), serde_json::to_vec(&t)?);
+            out.insert(key, serde_json::to_vec(&t)?);
         }
         let count = self.count()? + batch.len() as u64;
         out.insert(COUNT, &count.to_be_bytes());
@@ -168,8 +205,8 @@ impl LedgerStore {
         Ok(())
     }
 
-    /// Delete records older than `cutoff_us` and beyond `max_records`, oldest first, at most
-    /// `max_batch` per call. Returns how many went.
+    /// Delete pages of records older than `cutoff_us` and beyond `max_records`, oldest first,
+    /// at most about `max_batch` records per call. Returns how many records went.
     pub fn prune(
         &self,
         cutoff_us: u64,
@@ -180,19 +217,24 @@ impl LedgerStore {
         let excess = count.saturating_sub(max_records);
         let mut out = sled::Batch::default();
         let mut n = 0u64;
-        for item in self.tree.scan_prefix([CALL]) {
+        for item in self.tree.scan_prefix([PAGE]) {
             let (k, v) = item?;
             if (ts_of(&k) >= cutoff_us && n >= excess) || n as usize >= max_batch {
                 break;
             }
-            if let Ok(r) = serde_json::from_slice::<CallRecord>(&v) {
+            let records = decode_page(&v).unwrap_or_default();
+            for (i, r) in records.iter().enumerate() {
                 let ik = id_key(&r.id);
-                if self.tree.get(&ik)?.as_deref() == Some(k.as_ref()) {
+                // Only if the id still points here (ids supplied by clients may repeat).
+                if self.tree.get(&ik)?.is_some_and(|l| {
+                    l.get(..13) == Some(k.as_ref())
+                        && l.get(13..) == Some(&(i as u32).to_be_bytes()[..])
+                }) {
                     out.remove(ik);
                 }
             }
             out.remove(k);
-            n += 1;
+            n += records.len() as u64;
         }
         if n == 0 {
             return Ok(0);
@@ -202,27 +244,32 @@ impl LedgerStore {
         Ok(n)
     }
 
-    /// Newest first, filtered; scans at most `max_scan` records.
+    /// Newest first, filtered; decodes at most `max_scan` records.
     pub fn query(&self, q: &Query, max_scan: usize) -> Result<Vec<CallRecord>, StoreError> {
         let bound = |ts: u64| {
             let mut k = [0u8; 9];
-            k[0] = CALL;
+            k[0] = PAGE;
             k[1..].copy_from_slice(&ts.to_be_bytes());
             k
         };
-        let (lo, hi) = (
-            bound(q.since_us.unwrap_or(0)),
-            bound(q.until_us.unwrap_or(u64::MAX)),
-        );
+        let since = q.since_us.unwrap_or(0);
+        let until = q.until_us.unwrap_or(u64::MAX);
+        let (lo, hi) = (bound(since), bound(until.saturating_add(PAGE_SLACK_US)));
         let mut out = Vec::new();
-        for item in self.tree.range(&lo[..]..&hi[..]).rev().take(max_scan) {
+        let mut scanned = 0usize;
+        for item in self.tree.range(&lo[..]..&hi[..]).rev() {
             let (_, v) = item?;
-            let r: CallRecord = serde_json::from_slice(&v)?;
-            if q.matches(&r) {
-                out.push(r);
-                if out.len() >= q.limit {
-                    break;
+            for r in decode_page(&v)?.into_iter().rev() {
+                scanned += 1;
+                if r.ts_us >= since && r.ts_us < until && q.matches(&r) {
+                    out.push(r);
+                    if out.len() >= q.limit {
+                        return Ok(out);
+                    }
                 }
+            }
+            if scanned >= max_scan {
+                break;
             }
         }
         Ok(out)
@@ -230,20 +277,29 @@ impl LedgerStore {
 
     /// One record by request id.
     pub fn get(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
-        let Some(key) = self.tree.get(id_key(id))? else {
+        let Some(loc) = self.tree.get(id_key(id))? else {
             return Ok(None);
         };
-        match self.tree.get(key)? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+        let (Some(page), Some(index)) = (loc.get(..13), loc.get(13..17)) else {
+            return Ok(None);
+        };
+        let index = index.try_into().map_or(0, u32::from_be_bytes) as usize;
+        match self.tree.get(page)? {
+            Some(v) => Ok(decode_page(&v)?.into_iter().nth(index)),
             None => Ok(None),
         }
     }
 
     /// Every record, oldest first (tests and exports).
     pub fn scan_all(&self) -> impl Iterator<Item = Result<CallRecord, StoreError>> + '_ {
-        self.tree.scan_prefix([CALL]).map(|item| {
-            let (_, v) = item?;
-            Ok(serde_json::from_slice(&v)?)
+        self.tree.scan_prefix([PAGE]).flat_map(|item| {
+            let page = item
+                .map_err(StoreError::from)
+                .and_then(|(_, v)| decode_page(&v));
+            match page {
+                Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            }
         })
     }
 
@@ -268,7 +324,7 @@ impl LedgerStore {
 
     /// Append an event (JSON) and keep at most `keep` of them.
     pub fn push_event(&self, event: &serde_json::Value, keep: usize) -> Result<(), StoreError> {
-        let key = call_key(super::now_us());
+        let key = time_key(b'e', super::now_us());
         self.events.insert(&key[..], serde_json::to_vec(event)?)?;
         while self.events.len() > keep {
             match self.events.pop_min()? {
