@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Ledger benchmark: the same gateway with the ledger on and off, in one run, against the mock
-# upstream. Reports the added p99 of each (vs the mock driven directly) and their ratio, then
+# upstream. Reports the added p99 of each (vs the mock driven directly) and their ratio (the
+# fixed-rate phase runs in alternating slices, so drift of a shared machine hits all alike), then
 # checks that the ledger holds every call the gateway served (or says how many it dropped).
 #   RATES=1000 BENCH_SECONDS=20 scripts/bench-ledger.sh     (20,000 requests per fixed phase)
 set -euo pipefail
@@ -61,7 +62,7 @@ log "load: $RATES rps for $SECONDS_PER_PHASE s per gateway, then max rate with $
   --direct "http://127.0.0.1:$mock_port/v1/chat/completions" --direct-body "$(body mock-model)" \
   --gateway "http://127.0.0.1:$on_port/v1/chat/completions" --gateway-body "$(body bench)" \
   --compare "ledger_off=http://127.0.0.1:$off_port/v1/chat/completions" \
-  --rates "$RATES" --seconds "$SECONDS_PER_PHASE" --connections "$CONNECTIONS" \
+  --rates "$RATES" --seconds "$SECONDS_PER_PHASE" --rounds "${ROUNDS:-10}" --connections "$CONNECTIONS" \
   --json "${BENCH_JSON:-$work/bench.json}"
 
 log "ledger (gateway = ledger on)"

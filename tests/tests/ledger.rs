@@ -147,6 +147,7 @@ async fn totals_per_user_and_day_equal_the_expected_values_exactly() {
     )
     .await;
     assert_eq!(r.status(), 200);
+    let generated_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     let events = read_sse(r, Instant::now()).await;
     assert_eq!(events.last().unwrap().data, "[DONE]");
     note("acme", "alice", None, 4, 12, true);
@@ -277,6 +278,11 @@ async fn totals_per_user_and_day_equal_the_expected_values_exactly() {
     assert!(r["latency_ms"].as_f64().unwrap() > 0.0);
     assert!(r["overhead_ms"].as_f64().unwrap() >= 0.0);
     assert!(r["upstream_ms"].as_f64().unwrap() > 0.0);
+
+    // A gateway-made id (UUIDv7) is found by its time, without an index entry.
+    let r = admin_get(&gw, &format!("/admin/requests/{generated_id}")).await;
+    assert_eq!(r["streamed"], true);
+    assert_eq!(r["prompt_tokens"], 4);
 
     // Filters.
     let list = admin_get(&gw, "/admin/requests?user=alice").await;

@@ -52,6 +52,9 @@ struct Args {
     /// a feature turned off); each is compared with `--gateway`.
     #[arg(long = "compare")]
     compare: Vec<String>,
+    /// Split each fixed-rate phase into this many slices, alternating between targets.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
     /// Skip the max-rate phase.
     #[arg(long)]
     no_max: bool,
@@ -124,17 +127,24 @@ fn summarise(
     }
 }
 
+/// What one fixed-rate run measured.
+struct Raw {
+    hist: Histogram<u64>,
+    sent: u64,
+    errors: u64,
+    elapsed: Duration,
+}
+
 async fn fixed_rate(
     client: &HttpClient,
     url: &hyper::Uri,
     body: &Bytes,
     rate: u64,
-    secs: u64,
-    target: &str,
-) -> anyhow::Result<Phase> {
+    secs: f64,
+) -> anyhow::Result<Raw> {
     let hist = Arc::new(Mutex::new(new_hist()?));
     let errors = Arc::new(AtomicU64::new(0));
-    let total = rate * secs;
+    let total = (rate as f64 * secs).round() as u64;
     let start = tokio::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..total {
@@ -162,18 +172,16 @@ async fn fixed_rate(
     }
     while tasks.join_next().await.is_some() {}
     let elapsed = start.elapsed();
-    let h = hist
+    let hist = hist
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
-    Ok(summarise(
-        target,
-        format!("{rate} rps"),
-        &h,
-        total,
-        errors.load(Ordering::Relaxed),
+    Ok(Raw {
+        hist,
+        sent: total,
+        errors: errors.load(Ordering::Relaxed),
         elapsed,
-    ))
+    })
 }
 
 async fn max_rate(
@@ -221,33 +229,87 @@ async fn max_rate(
     ))
 }
 
-async fn run_target(
-    args: &Args,
-    target: &str,
-    url: &str,
-    body: &str,
-) -> anyhow::Result<Vec<Phase>> {
-    let url: hyper::Uri = url.parse().context("bad URL")?;
-    let body = Bytes::from(body.to_owned());
-    let client = client();
-    if !one(&client, &url, &body).await {
-        anyhow::bail!("{target}: a test request to {url} failed");
+/// One endpoint under test.
+struct Target {
+    name: String,
+    url: hyper::Uri,
+    body: Bytes,
+    client: HttpClient,
+}
+
+impl Target {
+    async fn new(args: &Args, name: &str, url: &str, body: &str) -> anyhow::Result<Self> {
+        let t = Self {
+            name: name.to_owned(),
+            url: url.parse().context("bad URL")?,
+            body: Bytes::from(body.to_owned()),
+            client: client(),
+        };
+        if !one(&t.client, &t.url, &t.body).await {
+            anyhow::bail!("{name}: a test request to {url} failed");
+        }
+        let _ = max_rate(
+            &t.client,
+            &t.url,
+            &t.body,
+            args.connections.min(8),
+            args.warmup,
+            name,
+        )
+        .await?;
+        Ok(t)
     }
-    let _ = max_rate(
-        &client,
-        &url,
-        &body,
-        args.connections.min(8),
-        args.warmup,
-        target,
-    )
-    .await?;
-    let mut out = Vec::new();
+}
+
+/// Every phase of every target. Fixed-rate phases are split into `rounds` slices that
+/// alternate between targets, so slow drift of a shared machine hits them all alike.
+async fn run_all(args: &Args, targets: &[Target]) -> anyhow::Result<Vec<Vec<Phase>>> {
+    let mut out: Vec<Vec<Phase>> = targets.iter().map(|_| Vec::new()).collect();
+    let rounds = args.rounds.max(1);
+    let slice = args.seconds as f64 / f64::from(rounds);
     for &rate in &args.rates {
-        out.push(fixed_rate(&client, &url, &body, rate, args.seconds, target).await?);
+        let mut acc: Vec<Option<Raw>> = targets.iter().map(|_| None).collect();
+        for _ in 0..rounds {
+            for (t, slot) in targets.iter().zip(acc.iter_mut()) {
+                let r = fixed_rate(&t.client, &t.url, &t.body, rate, slice).await?;
+                match slot {
+                    Some(a) => {
+                        a.hist.add(&r.hist).context("merge histograms")?;
+                        a.sent += r.sent;
+                        a.errors += r.errors;
+                        a.elapsed += r.elapsed;
+                    }
+                    None => *slot = Some(r),
+                }
+            }
+        }
+        for ((t, slot), phases) in targets.iter().zip(acc).zip(out.iter_mut()) {
+            if let Some(r) = slot {
+                phases.push(summarise(
+                    &t.name,
+                    format!("{rate} rps"),
+                    &r.hist,
+                    r.sent,
+                    r.errors,
+                    r.elapsed,
+                ));
+            }
+        }
     }
     if !args.no_max {
-        out.push(max_rate(&client, &url, &body, args.connections, args.seconds, target).await?);
+        for (t, phases) in targets.iter().zip(out.iter_mut()) {
+            phases.push(
+                max_rate(
+                    &t.client,
+                    &t.url,
+                    &t.body,
+                    args.connections,
+                    args.seconds,
+                    &t.name,
+                )
+                .await?,
+            );
+        }
     }
     Ok(out)
 }
@@ -259,13 +321,18 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let direct = run_target(&args, "direct", &args.direct, &args.direct_body).await?;
-        let gateway = run_target(&args, "gateway", &args.gateway, &args.gateway_body).await?;
-        let mut compared = Vec::new();
+        let mut targets = vec![
+            Target::new(&args, "direct", &args.direct, &args.direct_body).await?,
+            Target::new(&args, "gateway", &args.gateway, &args.gateway_body).await?,
+        ];
         for c in &args.compare {
             let (name, url) = c.split_once('=').context("--compare takes NAME=URL")?;
-            compared.push(run_target(&args, name, url, &args.gateway_body).await?);
+            targets.push(Target::new(&args, name, url, &args.gateway_body).await?);
         }
+        let mut all = run_all(&args, &targets).await?.into_iter();
+        let direct = all.next().unwrap_or_default();
+        let gateway = all.next().unwrap_or_default();
+        let compared: Vec<Vec<Phase>> = all.collect();
         let mut out = std::io::stdout().lock();
         use std::io::Write;
         writeln!(

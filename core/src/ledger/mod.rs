@@ -256,7 +256,7 @@ impl LedgerWriter {
                     stats.add(r);
                 }
             }
-            match s.store.append(&batch) {
+            match s.store.append(&batch).and_then(|()| s.store.sync()) {
                 Ok(()) => {
                     s.counters.written.fetch_add(n, Ordering::Relaxed);
                     s.metrics.ledger.with_label_values(&["written"]).inc_by(n);
@@ -356,6 +356,11 @@ impl Actor for LedgerWriter {
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         self.drain();
+        let _ = self
+            .shared
+            .store
+            .fold()
+            .and_then(|()| self.shared.store.sync());
         Running::Stop
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::record::{dimension_values, CallRecord, Totals};
 
@@ -73,7 +74,24 @@ pub struct LedgerStore {
     db: sled::Db,
     tree: sled::Tree,
     events: sled::Tree,
+    pending: Arc<Mutex<Pending>>,
 }
+
+/// Daily totals added since they were last folded into sled. Folding every batch would cost a
+/// read-modify-write per user, tenant, tag... per batch; instead they are folded every
+/// [`FOLD_PAGES`] pages, in the same atomic batch as a page, together with a watermark naming
+/// that page. On open, pages after the watermark are replayed, so after a crash the totals
+/// still equal the records kept.
+#[derive(Default)]
+struct Pending {
+    deltas: HashMap<Vec<u8>, Totals>,
+    pages: u32,
+}
+
+/// Pages between folds of the daily totals (about 5 s at the default flush interval).
+const FOLD_PAGES: u32 = 50;
+/// Key of the last page whose records the stored daily totals include.
+const WATERMARK: &[u8] = b"w";
 
 /// Key prefixes in the ledger tree.
 const PAGE: u8 = b'p';
@@ -139,6 +157,29 @@ fn decode_page(v: &[u8]) -> Result<Vec<CallRecord>, StoreError> {
     }
 }
 
+/// How far a UUIDv7 id's embedded time may be from the call's start and still be trusted.
+const V7_SKEW_US: u64 = 60_000_000;
+/// How long after its start a call's page is searched for (the default request deadline is
+/// five minutes; streams and retries stay well inside this).
+const FIND_WINDOW_US: u64 = 15 * 60_000_000;
+
+/// The unix time (µs) a UUIDv7 id was made, if `id` is one.
+fn v7_time_us(id: &str) -> Option<u64> {
+    let u = uuid::Uuid::parse_str(id).ok()?;
+    if u.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = u.get_timestamp()?.to_unix();
+    Some(secs * 1_000_000 + u64::from(nanos) / 1_000)
+}
+
+/// Whether a record can be found from its id alone: a UUIDv7 (the gateway's own request ids)
+/// made when the call started. Only other ids (chosen by clients) need an index entry, which
+/// saves the writer one sled insert per call.
+fn findable_by_time(r: &CallRecord) -> bool {
+    v7_time_us(&r.id).is_some_and(|t| t.abs_diff(r.ts_us) <= V7_SKEW_US)
+}
+
 /// Where a record lives: its page's key and its index there.
 fn locator(page: &[u8; 13], index: usize) -> [u8; 17] {
     let mut l = [0u8; 17];
@@ -150,11 +191,30 @@ fn locator(page: &[u8; 13], index: usize) -> [u8; 17] {
 impl LedgerStore {
     /// Open the trees in `db`.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(Self {
+        let store = Self {
             db: db.clone(),
             tree: db.open_tree(LEDGER)?,
             events: db.open_tree(EVENTS)?,
-        })
+            pending: Arc::default(),
+        };
+        // Replay the pages written after the last fold into the pending totals.
+        let start = match store.tree.get(WATERMARK)? {
+            Some(w) => {
+                let mut k = w.to_vec();
+                k.push(0);
+                k
+            }
+            None => vec![PAGE],
+        };
+        let mut replayed = HashMap::new();
+        for item in store.tree.range(start..vec![PAGE + 1]) {
+            let (_, v) = item?;
+            add_totals(&mut replayed, &decode_page(&v)?);
+        }
+        if let Ok(mut p) = store.pending.lock() {
+            p.deltas = replayed;
+        }
+        Ok(store)
     }
 
     /// Records held.
@@ -163,7 +223,7 @@ impl LedgerStore {
     }
 
     /// Commit a batch of records as one page with its index entries and the totals it adds,
-    /// atomically, then sync to disk. Only the ledger writer calls this, so reading the totals
+    /// atomically (durable after [`LedgerStore::sync`]). Only the ledger writer calls this, so reading the totals
     /// before the batch is race-free.
     pub fn append(&self, batch: &[CallRecord]) -> Result<(), StoreError> {
         if batch.is_empty() {
@@ -172,35 +232,72 @@ impl LedgerStore {
         let mut out = sled::Batch::default();
         let page = time_key(PAGE, super::now_us());
         out.insert(&page[..], encode_page(batch)?);
-        // Days are formatted once per distinct day, not per record.
-        let mut days: Vec<(u64, String)> = Vec::new();
-        let mut sums: HashMap<(usize, &'static str, &str), Totals> = HashMap::new();
         for (i, r) in batch.iter().enumerate() {
-            out.insert(id_key(&r.id), &locator(&page, i)[..]);
-            let d = r.ts_us / 86_400_000_000;
-            let day = match days.iter().position(|(n, _)| *n == d) {
-                Some(p) => p,
-                None => {
-                    days.push((d, r.day()));
-                    days.len() - 1
-                }
-            };
-            for (dim, value) in dimension_values(r) {
-                sums.entry((day, dim, value)).or_default().add(r);
+            if !findable_by_time(r) {
+                out.insert(id_key(&r.id), &locator(&page, i)[..]);
             }
         }
-        for ((day, dim, value), add) in &sums {
-            let key = daily_key(&days[*day].1, dim, value);
-            let mut t = match self.tree.get(&key)? {
+        let count = self.count()? + batch.len() as u64;
+        out.insert(COUNT, &count.to_be_bytes());
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| StoreError("ledger totals lock poisoned".to_owned()))?;
+        add_totals(&mut pending.deltas, batch);
+        pending.pages += 1;
+        let fold = pending.pages >= FOLD_PAGES;
+        if fold {
+            self.fold_into(&mut out, &pending.deltas)?;
+            out.insert(WATERMARK, &page[..]);
+        }
+        self.tree.apply_batch(out)?;
+        if fold {
+            pending.deltas.clear();
+            pending.pages = 0;
+        }
+        Ok(())
+    }
+
+    /// Add `deltas` to the stored totals, in `out`.
+    fn fold_into(
+        &self,
+        out: &mut sled::Batch,
+        deltas: &HashMap<Vec<u8>, Totals>,
+    ) -> Result<(), StoreError> {
+        for (key, add) in deltas {
+            let mut t = match self.tree.get(key)? {
                 Some(v) => serde_json::from_slice::<Totals>(&v)?,
                 None => Totals::default(),
             };
             t.merge(add);
-            out.insert(key, serde_json::to_vec(&t)?);
+            out.insert(key.as_slice(), serde_json::to_vec(&t)?);
         }
-        let count = self.count()? + batch.len() as u64;
-        out.insert(COUNT, &count.to_be_bytes());
+        Ok(())
+    }
+
+    /// Fold the pending totals into sled now (before pruning, and at shutdown).
+    pub fn fold(&self) -> Result<(), StoreError> {
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| StoreError("ledger totals lock poisoned".to_owned()))?;
+        if pending.deltas.is_empty() {
+            return Ok(());
+        }
+        let Some((last, _)) = self.tree.scan_prefix([PAGE]).next_back().transpose()? else {
+            return Ok(());
+        };
+        let mut out = sled::Batch::default();
+        self.fold_into(&mut out, &pending.deltas)?;
+        out.insert(WATERMARK, last);
         self.tree.apply_batch(out)?;
+        pending.deltas.clear();
+        pending.pages = 0;
+        Ok(())
+    }
+
+    /// Make everything committed so far durable (fsync).
+    pub fn sync(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
     }
@@ -213,6 +310,8 @@ impl LedgerStore {
         max_records: u64,
         max_batch: usize,
     ) -> Result<u64, StoreError> {
+        // Totals must not depend on pages about to go.
+        self.fold()?;
         let count = self.count()?;
         let excess = count.saturating_sub(max_records);
         let mut out = sled::Batch::default();
@@ -224,6 +323,9 @@ impl LedgerStore {
             }
             let records = decode_page(&v).unwrap_or_default();
             for (i, r) in records.iter().enumerate() {
+                if findable_by_time(r) {
+                    continue;
+                }
                 let ik = id_key(&r.id);
                 // Only if the id still points here (ids supplied by clients may repeat).
                 if self.tree.get(&ik)?.is_some_and(|l| {
@@ -278,7 +380,7 @@ impl LedgerStore {
     /// One record by request id.
     pub fn get(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
         let Some(loc) = self.tree.get(id_key(id))? else {
-            return Ok(None);
+            return self.find_by_time(id);
         };
         let (Some(page), Some(index)) = (loc.get(..13), loc.get(13..17)) else {
             return Ok(None);
@@ -288,6 +390,28 @@ impl LedgerStore {
             Some(v) => Ok(decode_page(&v)?.into_iter().nth(index)),
             None => Ok(None),
         }
+    }
+
+    /// A record with a time-ordered id, from the pages committed after it started.
+    fn find_by_time(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let Some(start) = v7_time_us(id) else {
+            return Ok(None);
+        };
+        let bound = |ts: u64| {
+            let mut k = [0u8; 9];
+            k[0] = PAGE;
+            k[1..].copy_from_slice(&ts.to_be_bytes());
+            k
+        };
+        let lo = bound(start.saturating_sub(V7_SKEW_US));
+        let hi = bound(start.saturating_add(V7_SKEW_US + FIND_WINDOW_US));
+        for item in self.tree.range(&lo[..]..&hi[..]) {
+            let (_, v) = item?;
+            if let Some(r) = decode_page(&v)?.into_iter().find(|r| r.id == id) {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
     }
 
     /// Every record, oldest first (tests and exports).
@@ -319,6 +443,21 @@ impl LedgerStore {
                 .or_default()
                 .insert(value, serde_json::from_slice(&v)?);
         }
+        if let Ok(p) = self.pending.lock() {
+            for (k, t) in &p.deltas {
+                let Some(rest) = k.strip_prefix(prefix.as_slice()) else {
+                    continue;
+                };
+                let mut parts = rest.splitn(2, |b| *b == 0);
+                let dim = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                let value = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                out.entry(dim)
+                    .or_default()
+                    .entry(value)
+                    .or_default()
+                    .merge(t);
+            }
+        }
         Ok(out)
     }
 
@@ -343,5 +482,30 @@ impl LedgerStore {
             out.push(serde_json::from_slice(&v)?);
         }
         Ok(out)
+    }
+}
+
+/// Add a batch's records to per-(day, dimension, value) totals. Days are formatted once per
+/// distinct day, not per record.
+fn add_totals(into: &mut HashMap<Vec<u8>, Totals>, batch: &[CallRecord]) {
+    let mut days: Vec<(u64, String)> = Vec::new();
+    let mut sums: HashMap<(usize, &'static str, &str), Totals> = HashMap::new();
+    for r in batch {
+        let d = r.ts_us / 86_400_000_000;
+        let day = match days.iter().position(|(n, _)| *n == d) {
+            Some(p) => p,
+            None => {
+                days.push((d, r.day()));
+                days.len() - 1
+            }
+        };
+        for (dim, value) in dimension_values(r) {
+            sums.entry((day, dim, value)).or_default().add(r);
+        }
+    }
+    for ((day, dim, value), t) in sums {
+        into.entry(daily_key(&days[day].1, dim, value))
+            .or_default()
+            .merge(&t);
     }
 }
