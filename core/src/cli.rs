@@ -52,12 +52,72 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Routing scorer tools.
+    Router {
+        /// What to do.
+        #[command(subcommand)]
+        command: RouterCommand,
+    },
     /// Print the `sha256:` hash of an API key read from standard input, for `[[auth.keys]]`.
     HashKey {
         /// Generate a new random key and print it with its hash instead of reading one.
         #[arg(long)]
         generate: bool,
     },
+}
+
+/// `switchyard router ...`
+#[derive(Debug, Subcommand)]
+pub enum RouterCommand {
+    /// Train the scorer on labelled prompts and report APGR on a held-out split, with the
+    /// random and prompt-length baselines beside it.
+    Eval {
+        /// JSONL with `prompt`, `weak_correct`, `strong_correct` per line.
+        #[arg(long)]
+        data: PathBuf,
+        /// Share of the file held out for the test.
+        #[arg(long, default_value_t = 0.25)]
+        holdout: f64,
+        /// Split seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Write the trained logistic-regression scorer here (versioned JSON).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Folder with the MiniLM weights (default: `$SWITCHYARD_MODELS_DIR`).
+        #[arg(long)]
+        models_dir: Option<PathBuf>,
+    },
+}
+
+/// `router eval`: train, evaluate, print the report table.
+pub fn router_eval(
+    opts: &crate::router::learn::EvalOptions,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        opts.holdout > 0.0 && opts.holdout < 1.0,
+        "--holdout must be between 0 and 1"
+    );
+    let report = crate::router::learn::evaluate(opts, &mut std::io::stderr())?;
+    let mut t = table(&[
+        "router",
+        "APGR",
+        "strong share for 95%",
+        "weak acc",
+        "strong acc",
+    ]);
+    for m in &report {
+        t.add_row(vec![
+            m.name.clone(),
+            format!("{:.3}", m.quality.apgr),
+            format!("{:.1}%", m.quality.strong_share_for_95 * 100.0),
+            format!("{:.1}%", m.quality.weak_accuracy * 100.0),
+            format!("{:.1}%", m.quality.strong_accuracy * 100.0),
+        ]);
+    }
+    writeln!(out, "{t}")?;
+    Ok(())
 }
 
 /// Load config for `serve`.

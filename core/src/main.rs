@@ -39,6 +39,25 @@ fn main() -> anyhow::Result<()> {
             days,
             json,
         } => cli::stats_command(&url, key.as_deref(), days, json, &mut std::io::stdout()),
+        Command::Router {
+            command:
+                cli::RouterCommand::Eval {
+                    data,
+                    holdout,
+                    seed,
+                    out,
+                    models_dir,
+                },
+        } => cli::router_eval(
+            &switchyard_core::router::learn::EvalOptions {
+                data,
+                holdout,
+                seed,
+                out,
+                models_dir: models_dir.unwrap_or_else(switchyard_models::ModelStore::default_dir),
+            },
+            &mut std::io::stdout(),
+        ),
         Command::CheckConfig { file } => Ok(cli::check_config(&file, &mut std::io::stdout())?),
         Command::HashKey { generate } => Ok(cli::hash_key_command(
             generate,

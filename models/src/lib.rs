@@ -12,6 +12,7 @@ pub mod device;
 pub mod embed;
 pub mod error;
 pub mod generate;
+pub mod router;
 pub mod store;
 pub mod summarize;
 
