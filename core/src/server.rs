@@ -27,6 +27,9 @@ pub enum StartError {
     /// The ledger could not be opened.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::StoreError),
+    /// The routing policy is invalid.
+    #[error("routing policy: {0}")]
+    Routing(crate::error::ApiError),
     /// Metrics could not be registered.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
@@ -83,12 +86,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         storage.db(),
         metrics,
     )?);
+    let models = Arc::new(ModelMap::new(&config, &registry));
+    let routing: crate::router::policy::PolicySlot = Arc::default();
+    if let Some(raw) = config.routing.clone() {
+        let known = |m: &str| models.resolve(m).is_ok() || crate::api::chat::is_local_chat(m);
+        let policy =
+            crate::router::policy::Policy::new(raw, &known).map_err(StartError::Routing)?;
+        routing.store(Some(Arc::new(policy)));
+    }
     let upstreams = registry
         .providers
         .values()
         .map(|(_, u)| Arc::clone(u))
         .collect();
-    let models = Arc::new(ModelMap::new(&config, &registry));
     let auth = Arc::new(Authenticator::new(&config.auth));
     let workers = config.server.workers;
     let listen = config.server.listen;
@@ -100,6 +110,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         storage,
         local: registry.local.clone(),
         ledger,
+        routing,
         upstreams,
         started_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -285,3 +285,38 @@ pub async fn events(
     let events = state.ledger.store.events(limit).map_err(storage_error)?;
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": events})))
 }
+
+/// `GET /admin/routing/policy`: the policy in force (`null` when routing is off).
+pub async fn get_policy(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let current = state.routing.load_full();
+    Ok(HttpResponse::Ok().json(current.as_ref().map(|p| &p.raw)))
+}
+
+/// `PUT /admin/routing/policy`: validate a new policy and make it current for the next
+/// request; an invalid one is refused with the key path of the problem and changes nothing.
+pub async fn put_policy(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let body = super::body::read_limited(&req, payload, 1024 * 1024).await?;
+    let raw: crate::router::policy::RawRouting =
+        super::body::parse_json(&body).map_err(|e| match e {
+            ApiError::InvalidParam { param, message } => ApiError::InvalidParam {
+                param: param.map(|p| format!("routing.{p}")),
+                message,
+            },
+            other => other,
+        })?;
+    let known = |m: &str| state.models.resolve(m).is_ok() || super::chat::is_local_chat(m);
+    let policy = crate::router::policy::Policy::new(raw, &known)?;
+    tracing::info!(model = %policy.raw.model, tiers = policy.raw.tiers.len(), "routing policy replaced");
+    let body = serde_json::to_value(&policy.raw).unwrap_or_default();
+    state.routing.store(Some(std::sync::Arc::new(policy)));
+    Ok(HttpResponse::Ok().json(body))
+}

@@ -43,7 +43,8 @@ struct Draft {
     tier: Tier,
     provider: Option<String>,
     upstream_model: Option<String>,
-    route_reason: Option<&'static str>,
+    route_reason: Option<String>,
+    route_header: Option<String>,
     cache: CacheOutcome,
     streamed: bool,
     usage: Option<(u64, u64, u64)>,
@@ -99,6 +100,7 @@ impl Call {
             provider: None,
             upstream_model: None,
             route_reason: None,
+            route_header: None,
             cache: CacheOutcome::Bypass,
             streamed: false,
             usage: None,
@@ -150,7 +152,25 @@ impl Call {
 
     /// The requested model was replaced (e.g. by a budget downgrade).
     pub fn reroute(&self, reason: &'static str) {
-        self.with(|d| d.route_reason = Some(reason));
+        self.with(|d| d.route_reason = Some(reason.to_owned()));
+    }
+
+    /// The router chose a tier: remember why, for the record and `x-switchyard-route`.
+    pub fn routed(&self, d: &crate::router::policy::Decision) {
+        self.with(|draft| {
+            draft.route_reason = Some(match d.score {
+                Some(s) => format!("route:{}:{}:{s:.3}", d.tier, d.reason),
+                None => format!("route:{}:{}", d.tier, d.reason),
+            });
+            draft.route_header = Some(d.header());
+        });
+    }
+
+    /// The `x-switchyard-route` value, when the router chose.
+    pub fn route_header(&self) -> Option<String> {
+        let mut out = None;
+        self.with(|d| out.clone_from(&d.route_header));
+        out
     }
 
     /// Who answered.
@@ -168,7 +188,7 @@ impl Call {
             d.attempts = served.attempts;
             d.upstream += served.upstream;
             d.waited += served.waited;
-            d.route_reason.get_or_insert(reason);
+            d.route_reason.get_or_insert_with(|| reason.to_owned());
         });
     }
 
@@ -181,7 +201,8 @@ impl Call {
             d.model_resolved = Some(model.to_owned());
             d.attempts = 1;
             d.upstream += took;
-            d.route_reason.get_or_insert("local_model");
+            d.route_reason
+                .get_or_insert_with(|| "local_model".to_owned());
         });
     }
 
@@ -344,7 +365,7 @@ impl Draft {
             model_resolved: self.model_resolved,
             tier: self.tier,
             provider: self.provider,
-            route_reason: self.route_reason.map(str::to_owned),
+            route_reason: self.route_reason,
             cache: self.cache,
             streamed: self.streamed,
             prompt_tokens: prompt,
@@ -432,6 +453,8 @@ impl<B> Drop for LedgerBody<B> {
                     provider: d.provider.take(),
                     upstream_model: d.upstream_model.take(),
                     error: d.error.take(),
+                    route_reason: d.route_reason.take(),
+                    route_header: d.route_header.take(),
                     ..*d
                 };
                 taken.started = d.started;

@@ -182,6 +182,23 @@ pub async fn dispatch(
             }
         }
     }
+    if let Some(policy) = state.routing.load_full().filter(|p| p.applies(&chat.model)) {
+        let task = req.headers().get(TASK_HEADER).and_then(|v| v.to_str().ok());
+        let decision = match policy.by_rule(&chat, task, &principal.tenant) {
+            Some(d) => d,
+            None => {
+                let embedding = if policy.wants_embedding() {
+                    embed_prompt(state, &crate::router::policy::prompt_text(&chat)).await
+                } else {
+                    None
+                };
+                policy.by_score(&chat, embedding.as_deref(), &principal.tenant)
+            }
+        };
+        tracing::debug!(route = %decision.header(), model = %decision.model, "routed");
+        call.routed(&decision);
+        chat.model = decision.model;
+    }
     if let Some(local) = state
         .local
         .chat
@@ -236,6 +253,18 @@ pub async fn dispatch(
             None => Err(e),
         },
     }
+}
+
+/// Header hinting the task (`classify`, `summarize`, `short`, ...) to routing rules.
+pub const TASK_HEADER: &str = "x-switchyard-task";
+
+/// The MiniLM embedding the scorer reads, if the local embedder is up and not saturated.
+async fn embed_prompt(state: &AppState, text: &str) -> Option<Vec<f32>> {
+    let svc = state.local.embed.as_ref()?;
+    let permit = svc.admit().ok()?;
+    let text = if text.trim().is_empty() { " " } else { text };
+    let (mut vectors, _) = svc.embed(&permit, vec![text.to_owned()]).await.ok()?;
+    vectors.pop()
 }
 
 /// Answer with the local chat model (asked for by name, downgraded to, or as the last resort).
@@ -295,6 +324,7 @@ pub async fn completions(
         Dispatched::Stream(start) => {
             span.record("provider", start.served.provider.as_str());
             let mut resp = sse_response(&start.served);
+            route_header(&mut resp, &call);
             Ok(resp.streaming(super::sse::openai_stream(start, include_usage)))
         }
         Dispatched::Whole {
@@ -305,11 +335,22 @@ pub async fn completions(
             span.record("provider", served.provider.as_str());
             let mut resp = HttpResponse::Ok();
             served_headers(&mut resp, &served);
+            route_header(&mut resp, &call);
             if let Some(c) = confidence {
                 resp.insert_header(("x-switchyard-confidence", format!("{c:.4}")));
             }
             Ok(resp.json(answer))
         }
+    }
+}
+
+/// Add `x-switchyard-route` when the router chose the tier.
+pub(crate) fn route_header(resp: &mut actix_web::HttpResponseBuilder, call: &Call) {
+    if let Some(h) = call
+        .route_header()
+        .and_then(|h| actix_web::http::header::HeaderValue::from_str(&h).ok())
+    {
+        resp.insert_header(("x-switchyard-route", h));
     }
 }
 

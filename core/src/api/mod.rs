@@ -46,6 +46,8 @@ pub struct AppState {
     pub local: crate::local::LocalModels,
     /// Per-call accounting, budgets and metrics.
     pub ledger: Arc<crate::ledger::Ledger>,
+    /// The routing policy in force (replaced whole by `PUT /admin/routing/policy`).
+    pub routing: crate::router::policy::PolicySlot,
     /// Every upstream's shared state (health and breaker gauges).
     pub upstreams: Vec<Arc<crate::providers::Upstream>>,
     /// Start time, unix seconds (the `created` of model objects).
@@ -97,6 +99,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/admin/requests", web::get().to(admin::requests))
     .route("/admin/requests/{id}", web::get().to(admin::request))
     .route("/admin/events", web::get().to(admin::events))
+    .service(
+        web::resource("/admin/routing/policy")
+            .route(web::get().to(admin::get_policy))
+            .route(web::put().to(admin::put_policy))
+            .default_service(web::to(method_not_allowed)),
+    )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .default_service(web::to(not_found));

@@ -98,6 +98,9 @@ pub struct RawConfig {
     /// `[observability]`: metrics, events, tracing export.
     #[serde(default)]
     pub observability: observe::RawObservability,
+    /// `[routing]`: tiers, rules and the learned scorer for the routing model (`auto`).
+    #[serde(default)]
+    pub routing: Option<crate::router::policy::RawRouting>,
 }
 
 /// `[local]`
@@ -480,6 +483,8 @@ pub struct Config {
     pub latency_budgets: Vec<LatencyBudget>,
     /// Metrics, events, tracing export.
     pub observability: ObservabilityConfig,
+    /// Routing policy as written (checked against the models when the runtime starts).
+    pub routing: Option<crate::router::policy::RawRouting>,
 }
 
 /// Validated `[local]`.
@@ -929,6 +934,7 @@ impl Config {
             budgets,
             latency_budgets,
             observability,
+            routing: raw.routing,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! the form `provider/model` addresses a configured provider directly.
 
 pub mod learn;
+pub mod policy;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,248 @@
+//! The routing policy: requests for the routing model (`auto` by default) go to a tier chosen
+//! by hard rules first, then by the learned scorer against a threshold (per tenant). The policy
+//! is an immutable snapshot, replaced whole by the admin API without a restart.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use switchyard_models::router::Scorer;
+
+use crate::error::ApiError;
+use crate::types::{ChatRequest, Content, Role};
+
+/// `[routing]` as written (TOML or the admin API's JSON).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// The model name that asks for routing.
+    #[serde(default = "auto")]
+    pub model: String,
+    /// Tier name → model (a `[models]` name, `provider/model`, or `local/smollm2`).
+    #[serde(default)]
+    pub tiers: BTreeMap<String, String>,
+    /// Tier for requests the scorer rates below the threshold.
+    #[serde(default)]
+    pub weak: String,
+    /// Tier for requests rated at or above it.
+    #[serde(default)]
+    pub strong: String,
+    /// Score at or above which the strong tier answers.
+    #[serde(default = "half")]
+    pub threshold: f64,
+    /// Per-tenant thresholds.
+    #[serde(default)]
+    pub thresholds: BTreeMap<String, f64>,
+    /// Trained scorer file (`switchyard router eval --out`); without one, unmatched requests go
+    /// to the weak tier.
+    #[serde(default)]
+    pub scorer: Option<PathBuf>,
+    /// Hard rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+fn auto() -> String {
+    "auto".to_owned()
+}
+fn half() -> f64 {
+    0.5
+}
+
+/// One rule: every condition given must hold.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// The `x-switchyard-task` hint equals this (e.g. `classify`, `summarize`, `short`).
+    #[serde(default)]
+    pub task: Option<String>,
+    /// The request carries tools.
+    #[serde(default)]
+    pub has_tools: Option<bool>,
+    /// The request carries images.
+    #[serde(default)]
+    pub has_images: Option<bool>,
+    /// The prompt is at least this many characters.
+    #[serde(default)]
+    pub min_prompt_chars: Option<usize>,
+    /// The caller's tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Tier to use.
+    pub tier: String,
+}
+
+/// A validated policy.
+pub struct Policy {
+    /// As written.
+    pub raw: RawRouting,
+    scorer: Option<Scorer>,
+}
+
+/// Where a request goes and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Tier name.
+    pub tier: String,
+    /// Model of the tier.
+    pub model: String,
+    /// `rule:<n>`, `score`, or `no_scorer`.
+    pub reason: String,
+    /// The scorer's value, when it ran.
+    pub score: Option<f32>,
+}
+
+impl Decision {
+    /// The `x-switchyard-route` header value.
+    pub fn header(&self) -> String {
+        match self.score {
+            Some(s) => format!("{}; reason={}; score={s:.2}", self.tier, self.reason),
+            None => format!("{}; reason={}", self.tier, self.reason),
+        }
+    }
+}
+
+fn invalid(param: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::param(format!("routing.{}", param.into()), message)
+}
+
+impl Policy {
+    /// Check a policy against the models that exist (`known` says whether a model name
+    /// resolves) and load its scorer.
+    pub fn new(raw: RawRouting, known: &dyn Fn(&str) -> bool) -> Result<Self, ApiError> {
+        if raw.model.trim().is_empty() {
+            return Err(invalid("model", "must not be empty"));
+        }
+        if known(&raw.model) {
+            return Err(invalid(
+                "model",
+                format!(
+                    "`{}` is already a model; routing needs a name of its own",
+                    raw.model
+                ),
+            ));
+        }
+        if raw.tiers.is_empty() {
+            return Err(invalid("tiers", "needs at least one tier"));
+        }
+        for (tier, model) in &raw.tiers {
+            if !known(model) {
+                return Err(invalid(
+                    format!("tiers.{tier}"),
+                    format!("unknown model `{model}`"),
+                ));
+            }
+        }
+        for (field, tier) in [("weak", &raw.weak), ("strong", &raw.strong)] {
+            if !raw.tiers.contains_key(tier) {
+                return Err(invalid(field, format!("`{tier}` is not one of the tiers")));
+            }
+        }
+        let in_range = |v: f64| (0.0..=1.0).contains(&v);
+        if !in_range(raw.threshold) {
+            return Err(invalid("threshold", "must be in [0, 1]"));
+        }
+        for (tenant, t) in &raw.thresholds {
+            if !in_range(*t) {
+                return Err(invalid(format!("thresholds.{tenant}"), "must be in [0, 1]"));
+            }
+        }
+        for (i, r) in raw.rules.iter().enumerate() {
+            if !raw.tiers.contains_key(&r.tier) {
+                return Err(invalid(
+                    format!("rules[{i}].tier"),
+                    format!("`{}` is not one of the tiers", r.tier),
+                ));
+            }
+        }
+        let scorer = match &raw.scorer {
+            Some(path) => Some(Scorer::load(path).map_err(|e| invalid("scorer", e.to_string()))?),
+            None => None,
+        };
+        Ok(Self { raw, scorer })
+    }
+
+    /// Whether a request asks for routing.
+    pub fn applies(&self, model: &str) -> bool {
+        model == self.raw.model
+    }
+
+    /// Whether the scorer needs the request's embedding.
+    pub fn wants_embedding(&self) -> bool {
+        self.scorer.is_some()
+    }
+
+    fn tier(&self, name: &str, reason: String, score: Option<f32>) -> Decision {
+        Decision {
+            tier: name.to_owned(),
+            model: self.raw.tiers.get(name).cloned().unwrap_or_default(),
+            reason,
+            score,
+        }
+    }
+
+    /// Rules that decide without the scorer, if one matches.
+    pub fn by_rule(&self, req: &ChatRequest, task: Option<&str>, tenant: &str) -> Option<Decision> {
+        let chars = prompt_text(req).len();
+        let tools = req.tools.as_ref().is_some_and(|t| !t.is_empty());
+        let images = req.messages.iter().any(|m| {
+            matches!(&m.content, Some(Content::Parts(p)) if p.iter().any(|p| p.kind == "image_url"))
+        });
+        self.raw.rules.iter().enumerate().find_map(|(i, r)| {
+            let ok = r.task.as_deref().is_none_or(|t| Some(t) == task)
+                && r.has_tools.is_none_or(|v| v == tools)
+                && r.has_images.is_none_or(|v| v == images)
+                && r.min_prompt_chars.is_none_or(|n| chars >= n)
+                && r.tenant.as_deref().is_none_or(|t| t == tenant);
+            ok.then(|| self.tier(&r.tier, format!("rule:{i}"), None))
+        })
+    }
+
+    /// Decide by score (`embedding` of [`prompt_text`], when the scorer wants one).
+    pub fn by_score(&self, req: &ChatRequest, embedding: Option<&[f32]>, tenant: &str) -> Decision {
+        let (Some(scorer), Some(e)) = (&self.scorer, embedding) else {
+            return self.tier(&self.raw.weak, "no_scorer".to_owned(), None);
+        };
+        let text = prompt_text(req);
+        let score = scorer.score(&switchyard_models::router::features(e, &text));
+        let threshold = self
+            .raw
+            .thresholds
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.raw.threshold);
+        let tier = if f64::from(score) >= threshold {
+            &self.raw.strong
+        } else {
+            &self.raw.weak
+        };
+        self.tier(tier, "score".to_owned(), Some(score))
+    }
+}
+
+/// The text a request is judged on: system prompt and user turns, newest last.
+pub fn prompt_text(req: &ChatRequest) -> String {
+    let mut s = String::new();
+    for m in &req.messages {
+        if !matches!(m.role, Role::System | Role::Developer | Role::User) {
+            continue;
+        }
+        match &m.content {
+            Some(Content::Text(t)) => s.push_str(t),
+            Some(Content::Parts(p)) => {
+                for part in p {
+                    if let Some(t) = &part.text {
+                        s.push_str(t);
+                    }
+                }
+            }
+            None => {}
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// The policy in force, swapped whole.
+pub type PolicySlot = Arc<arc_swap::ArcSwapOption<Policy>>;

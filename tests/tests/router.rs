@@ -1,0 +1,254 @@
+//! The router: the scorer's training and evaluation pipeline on real MiniLM embeddings, and
+//! routing through the daemon (rules, the learned score, a policy swapped at run time).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write;
+
+use common::*;
+use serde_json::{json, Value};
+use switchyard_core::router::learn::{evaluate, EvalOptions};
+
+const HARD: &str = "Compute the integral of x^3 times sin(x) from 0 to 2 and simplify.";
+const EASY: &str = "Which city is the capital of country number 4 on the list of European states?";
+
+/// Labelled prompts where the topic decides the outcome: maths only the strong tier gets
+/// right, capitals both get right.
+fn write_synthetic(data: &std::path::Path) {
+    let mut f = std::fs::File::create(data).unwrap();
+    // Topic decides the outcome; lengths overlap, so length alone cannot tell them apart.
+    for i in 0..160 {
+        let (prompt, weak, strong) = if i % 2 == 0 {
+            (
+                format!(
+                    "Compute the integral of x^{} times sin(x) from 0 to {} and simplify.",
+                    i % 7 + 2,
+                    i % 5 + 1
+                ),
+                false,
+                true,
+            )
+        } else {
+            (
+                format!("Which city is the capital of country number {} on the list of European states?", i % 9 + 1),
+                true,
+                true,
+            )
+        };
+        writeln!(
+            f,
+            "{}",
+            serde_json::json!({"prompt": prompt, "weak_correct": weak, "strong_correct": strong})
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_learnable_split_is_learnt_and_beats_the_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir
+        .path()
+        .join(format!("synthetic-{}.jsonl", std::process::id()));
+    write_synthetic(&data);
+    let out = dir.path().join("scorer.json");
+    let report = evaluate(
+        &EvalOptions {
+            data: data.clone(),
+            holdout: 0.25,
+            seed: 3,
+            models_dir: switchyard_models::ModelStore::default_dir(),
+            out: Some(out.clone()),
+        },
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    let apgr = |prefix: &str| {
+        report
+            .iter()
+            .find(|m| m.name.starts_with(prefix))
+            .map(|m| m.quality.apgr)
+            .unwrap()
+    };
+    // Perfect ordering here (45% of the held-out prompts gain) has APGR 1 - 0.45/2 = 0.775.
+    assert!(apgr("logistic") > 0.76, "{report:?}");
+    assert!(apgr("knn") > 0.76, "{report:?}");
+    assert!(apgr("baseline: prompt length") < 0.6, "{report:?}");
+    let random = apgr("baseline: random");
+    assert!((random - 0.5).abs() < 0.1, "{report:?}");
+    let scorer = switchyard_models::router::Scorer::load(&out).unwrap();
+    assert_eq!(
+        scorer.weights.len(),
+        384 + switchyard_models::router::CHEAP_FEATURES
+    );
+    // Bad input is an error, not a panic.
+    std::fs::write(&data, "{\"prompt\": 1}\n").unwrap();
+    let err = evaluate(
+        &EvalOptions {
+            data,
+            holdout: 0.25,
+            seed: 3,
+            models_dir: switchyard_models::ModelStore::default_dir(),
+            out: None,
+        },
+        &mut std::io::sink(),
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains(":1:"), "{err}");
+}
+
+async fn ask(gw: &Gateway, prompt: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut rb = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "auto", "max_tokens": 8, "messages": [{"role": "user", "content": prompt}]}));
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// Through the daemon: a task rule sends classification to the local model, the learned score
+/// sends hard prompts to the large tier and easy ones to the small one, and a policy replaced
+/// by the admin API applies to the next request; an invalid one is refused with its key path.
+#[actix_rt::test]
+async fn requests_are_routed_by_rules_and_score_and_the_policy_swaps_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("routing.jsonl");
+    write_synthetic(&data);
+    let scorer = dir.path().join("scorer.json");
+    evaluate(
+        &EvalOptions {
+            data,
+            holdout: 0.25,
+            seed: 5,
+            models_dir: switchyard_models::ModelStore::default_dir(),
+            out: Some(scorer.clone()),
+        },
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    let mock = MockServer::start_local(MockConfig::default())
+        .await
+        .unwrap();
+    let policy = json!({
+        "model": "auto",
+        "tiers": {"local": "local/smollm2", "small": "small", "large": "large"},
+        "weak": "small",
+        "strong": "large",
+        "threshold": 0.5,
+        "scorer": scorer,
+        "rules": [{"task": "classify", "tier": "local"}],
+    });
+    let config = format!(
+        "[server]\nworkers = 2\n[local]\nenabled = true\nhub_download = false\n\
+         [providers.up]\ntype = \"openai\"\nbase_url = \"{}\"\n\
+         [models.\"small\"]\ntargets = [{{ provider = \"up\", model = \"small-upstream\" }}]\n\
+         [models.\"large\"]\ntargets = [{{ provider = \"up\", model = \"large-upstream\" }}]\n\
+         [routing]\nmodel = \"auto\"\nweak = \"small\"\nstrong = \"large\"\nthreshold = 0.5\n\
+         scorer = \"{}\"\n[routing.tiers]\nlocal = \"local/smollm2\"\nsmall = \"small\"\nlarge = \"large\"\n\
+         [[routing.rules]]\ntask = \"classify\"\ntier = \"local\"\n",
+        mock.openai_base_url(),
+        scorer.display()
+    );
+    let gw = Gateway::start(&config).await;
+    gw.wait_ready().await;
+
+    let r = ask(&gw, HARD, &[]).await;
+    assert_eq!(header(&r, "x-switchyard-model"), "large-upstream");
+    assert!(
+        header(&r, "x-switchyard-route").starts_with("large; reason=score; score="),
+        "{}",
+        header(&r, "x-switchyard-route")
+    );
+    let r = ask(&gw, EASY, &[]).await;
+    assert_eq!(header(&r, "x-switchyard-model"), "small-upstream");
+    assert!(header(&r, "x-switchyard-route").starts_with("small; reason=score"));
+    let r = ask(
+        &gw,
+        "Is this ticket about billing or shipping: my card was charged twice",
+        &[("x-switchyard-task", "classify")],
+    )
+    .await;
+    assert_eq!(header(&r, "x-switchyard-provider"), "local");
+    assert_eq!(header(&r, "x-switchyard-route"), "local; reason=rule:0");
+    // An explicit model is never routed.
+    let r = gw.chat(&chat_body("small", EASY)).await;
+    assert_eq!(header(&r, "x-switchyard-route"), "");
+
+    // A new policy applies to the next request, without a restart.
+    let mut lowered = policy.clone();
+    lowered["threshold"] = json!(0.0);
+    let put = client()
+        .put(gw.url("/admin/routing/policy"))
+        .json(&lowered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let r = ask(&gw, EASY, &[]).await;
+    assert_eq!(header(&r, "x-switchyard-model"), "large-upstream");
+
+    // Invalid policies are refused with the key path, and change nothing.
+    for (bad, param) in [
+        (
+            json!({"tiers": {"a": "small"}, "weak": "a", "strong": "a", "rules": [{"tier": "nope"}]}),
+            "routing.rules[0].tier",
+        ),
+        (
+            json!({"tiers": {"a": "no-such-model"}, "weak": "a", "strong": "a"}),
+            "routing.tiers.a",
+        ),
+        (
+            json!({"tiers": {"a": "small"}, "weak": "a", "strong": "a", "threshold": "high"}),
+            "routing.threshold",
+        ),
+        (
+            json!({"tiers": {"a": "small"}, "weak": "a", "strong": "a", "colour": 1}),
+            "routing",
+        ),
+    ] {
+        let r = client()
+            .put(gw.url("/admin/routing/policy"))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: Value = r.json().await.unwrap();
+        let got = body["error"]["param"].as_str().unwrap_or("routing");
+        assert!(got.starts_with(param), "{bad}: {body}");
+    }
+    let current: Value = client()
+        .get(gw.url("/admin/routing/policy"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current["threshold"], 0.0);
+    let rec: Value = client()
+        .get(gw.url("/admin/requests?limit=1&model=auto"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(rec["data"][0]["route_reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("route:large:score:"));
+}
