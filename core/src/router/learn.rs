@@ -71,7 +71,11 @@ fn embeddings(
         )?;
     }
     let raw: Vec<u8> = out.iter().flatten().flat_map(|f| f.to_le_bytes()).collect();
-    let _ = std::fs::write(&cache, raw);
+    // Write-then-rename, so a concurrent reader never sees half a cache.
+    let tmp = cache.with_extension(format!("tmp-{}", std::process::id()));
+    if std::fs::write(&tmp, raw).is_ok() {
+        let _ = std::fs::rename(&tmp, &cache);
+    }
     Ok(out)
 }
 
