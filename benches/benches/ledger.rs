@@ -30,6 +30,7 @@ fn record(i: u64) -> CallRecord {
         tier: Tier::Cloud,
         provider: Some("openai".to_owned()),
         route_reason: Some("model_map".to_owned()),
+        route_inputs: None,
         cache: CacheOutcome::Bypass,
         streamed: i % 2 == 0,
         prompt_tokens: 120,

@@ -4,7 +4,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use switchyard_core::router::policy::{Policy, RawRouting, RawRule};
+use switchyard_core::router::policy::{Policy, RawRouting, RawRule, RouteInputs};
 use switchyard_core::types::ChatRequest;
 use switchyard_models::router::{Scorer, TrainOptions, CHEAP_FEATURES};
 
@@ -69,12 +69,12 @@ fn decision(c: &mut Criterion) {
     }))
     .unwrap();
     let embedding: Vec<f32> = (0..384).map(|i| (i as f32 / 384.0) - 0.5).collect();
+    let text = switchyard_core::router::policy::prompt_text(&req);
     c.bench_function("routing decision (rules + scorer, embedding given)", |b| {
         b.iter(|| {
-            let d = policy
-                .by_rule(&req, None, "acme")
-                .unwrap_or_else(|| policy.by_score(&req, Some(&embedding), "acme"));
-            criterion::black_box(d)
+            let mut inputs = RouteInputs::of(&req, None, "acme");
+            inputs.features = Some(switchyard_models::router::features(&embedding, &text));
+            criterion::black_box(policy.decide(&inputs))
         })
     });
 }

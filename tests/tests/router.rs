@@ -251,4 +251,75 @@ async fn requests_are_routed_by_rules_and_score_and_the_policy_swaps_live() {
         .as_str()
         .unwrap()
         .starts_with("route:large:score:"));
+
+    // What-if: a mix of calls under the lowered policy, simulated under the original one,
+    // must project exactly the tiers the router then gives the same calls.
+    let mix: Vec<(&str, Option<&str>)> = vec![
+        (HARD, None),
+        (EASY, None),
+        ("Label this: my parcel never arrived", Some("classify")),
+        (
+            "Compute the integral of x^2 times sin(x) from 0 to 3 and simplify.",
+            None,
+        ),
+        (
+            "Which city is the capital of country number 7 on the list of European states?",
+            None,
+        ),
+    ];
+    let send_mix = |gw: &Gateway| {
+        let mix = mix.clone();
+        let url = gw.url("/v1/chat/completions");
+        async move {
+            let mut tiers = std::collections::BTreeMap::<String, u64>::new();
+            for (prompt, task) in mix {
+                let mut rb = client()
+                    .post(&url)
+                    .json(&json!({"model": "auto", "max_tokens": 8,
+                    "messages": [{"role": "user", "content": prompt}]}));
+                if let Some(t) = task {
+                    rb = rb.header("x-switchyard-task", t);
+                }
+                let r = rb.send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let route = header(&r, "x-switchyard-route");
+                let tier = route.split(';').next().unwrap().to_owned();
+                let _ = r.bytes().await;
+                *tiers.entry(tier).or_default() += 1;
+            }
+            tiers
+        }
+    };
+    let under_lowered = send_mix(&gw).await;
+    assert_eq!(under_lowered.get("large"), Some(&4), "{under_lowered:?}");
+    let sim: Value = client()
+        .post(gw.url("/admin/routing/simulate"))
+        .json(&json!({"policy": policy, "limit": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sim["replayed"], 5, "{sim}");
+    assert_eq!(sim["actual"]["tiers"]["large"]["calls"], 4, "{sim}");
+    let put = client()
+        .put(gw.url("/admin/routing/policy"))
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let replayed = send_mix(&gw).await;
+    let projected: std::collections::BTreeMap<String, u64> = sim["projected"]["tiers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v["calls"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(projected, replayed, "simulated {sim}");
+    assert_eq!(replayed.get("large"), Some(&2));
+    assert_eq!(replayed.get("small"), Some(&2));
+    assert_eq!(replayed.get("local"), Some(&1));
+    assert_eq!(sim["changed"], 2, "{sim}");
 }

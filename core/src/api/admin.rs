@@ -320,3 +320,122 @@ pub async fn put_policy(
     state.routing.store(Some(std::sync::Arc::new(policy)));
     Ok(HttpResponse::Ok().json(body))
 }
+
+/// Body of `POST /admin/routing/simulate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateRequest {
+    /// The candidate policy (as for `PUT /admin/routing/policy`).
+    pub policy: crate::router::policy::RawRouting,
+    /// Routed calls to replay, newest first (default 1,000, at most 100,000).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Default, serde::Serialize)]
+struct TierCount {
+    calls: u64,
+    share: f64,
+}
+
+fn shares(counts: BTreeMap<String, u64>, n: u64) -> BTreeMap<String, TierCount> {
+    counts
+        .into_iter()
+        .map(|(tier, calls)| {
+            let share = if n == 0 { 0.0 } else { calls as f64 / n as f64 };
+            (tier, TierCount { calls, share })
+        })
+        .collect()
+}
+
+/// `POST /admin/routing/simulate`: replay recent routed calls (what the router saw, kept in
+/// their records) through a candidate policy: tier shares and projected cost beside what
+/// actually happened.
+pub async fn simulate(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let body = super::body::read_limited(&req, payload, 1024 * 1024).await?;
+    let ask: SimulateRequest = super::body::parse_json(&body)?;
+    let limit = ask.limit.unwrap_or(1000);
+    if !(1..=100_000).contains(&limit) {
+        return Err(ApiError::param(
+            "limit",
+            "'limit' must be between 1 and 100000.",
+        ));
+    }
+    let known = |m: &str| state.models.resolve(m).is_ok() || super::chat::is_local_chat(m);
+    let policy = crate::router::policy::Policy::new(ask.policy, &known)?;
+    state.ledger.flush().await;
+    let records = state
+        .ledger
+        .store
+        .query(
+            &Query {
+                model: Some(policy.raw.model.clone()),
+                limit,
+                ..Query::default()
+            },
+            2_000_000,
+        )
+        .map_err(storage_error)?;
+    let prices = &state.ledger.prices;
+    // The price of a tier's model: its first target's upstream model, or the name itself.
+    let price_of = |model: &str| {
+        if super::chat::is_local_chat(model) {
+            return Some(crate::config::Price::default());
+        }
+        let upstream = state
+            .models
+            .resolve(model)
+            .ok()
+            .and_then(|r| r.first().map(|t| (t.provider.clone(), t.model.clone())));
+        match upstream {
+            Some((p, m)) => prices.lookup(&[&format!("{p}/{m}"), &m, model]),
+            None => prices.lookup(&[model]),
+        }
+    };
+    let (mut projected, mut actual) = (BTreeMap::new(), BTreeMap::new());
+    let (mut projected_cost, mut actual_cost, mut changed, mut n) = (0u64, 0u64, 0u64, 0u64);
+    let mut unpriced = std::collections::BTreeSet::new();
+    for r in &records {
+        let Some(inputs) = &r.route_inputs else {
+            continue;
+        };
+        n += 1;
+        let d = policy.decide(inputs);
+        let was = r
+            .route_reason
+            .as_deref()
+            .and_then(|s| s.strip_prefix("route:"))
+            .and_then(|s| s.split(':').next())
+            .unwrap_or("unknown")
+            .to_owned();
+        changed += u64::from(was != d.tier);
+        *actual.entry(was).or_insert(0u64) += 1;
+        actual_cost += r.cost_pusd;
+        match price_of(&d.model) {
+            Some(p) => {
+                projected_cost += crate::ledger::Prices::cost(
+                    p,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.cached_tokens,
+                );
+            }
+            None => {
+                unpriced.insert(d.model.clone());
+            }
+        }
+        *projected.entry(d.tier).or_insert(0u64) += 1;
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "replayed": n,
+        "changed": changed,
+        "projected": {"tiers": shares(projected, n), "cost_usd": crate::ledger::record::pusd_to_usd(projected_cost)},
+        "actual": {"tiers": shares(actual, n), "cost_usd": crate::ledger::record::pusd_to_usd(actual_cost)},
+        "unpriced_models": unpriced,
+    })))
+}

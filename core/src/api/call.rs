@@ -45,6 +45,7 @@ struct Draft {
     upstream_model: Option<String>,
     route_reason: Option<String>,
     route_header: Option<String>,
+    route_inputs: Option<crate::router::policy::RouteInputs>,
     cache: CacheOutcome,
     streamed: bool,
     usage: Option<(u64, u64, u64)>,
@@ -101,6 +102,7 @@ impl Call {
             upstream_model: None,
             route_reason: None,
             route_header: None,
+            route_inputs: None,
             cache: CacheOutcome::Bypass,
             streamed: false,
             usage: None,
@@ -164,6 +166,11 @@ impl Call {
             });
             draft.route_header = Some(d.header());
         });
+    }
+
+    /// What the router looked at, kept in the record for the what-if simulator.
+    pub fn route_inputs(&self, inputs: crate::router::policy::RouteInputs) {
+        self.with(|d| d.route_inputs = Some(inputs));
     }
 
     /// The `x-switchyard-route` value, when the router chose.
@@ -366,6 +373,7 @@ impl Draft {
             tier: self.tier,
             provider: self.provider,
             route_reason: self.route_reason,
+            route_inputs: self.route_inputs,
             cache: self.cache,
             streamed: self.streamed,
             prompt_tokens: prompt,
@@ -455,6 +463,7 @@ impl<B> Drop for LedgerBody<B> {
                     error: d.error.take(),
                     route_reason: d.route_reason.take(),
                     route_header: d.route_header.take(),
+                    route_inputs: d.route_inputs.take(),
                     ..*d
                 };
                 taken.started = d.started;

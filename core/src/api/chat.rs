@@ -184,17 +184,17 @@ pub async fn dispatch(
     }
     if let Some(policy) = state.routing.load_full().filter(|p| p.applies(&chat.model)) {
         let task = req.headers().get(TASK_HEADER).and_then(|v| v.to_str().ok());
-        let decision = match policy.by_rule(&chat, task, &principal.tenant) {
-            Some(d) => d,
-            None => {
-                let embedding = if policy.wants_embedding() {
-                    embed_prompt(state, &crate::router::policy::prompt_text(&chat)).await
-                } else {
-                    None
-                };
-                policy.by_score(&chat, embedding.as_deref(), &principal.tenant)
+        let mut inputs = crate::router::policy::RouteInputs::of(&chat, task, &principal.tenant);
+        // The embedding is made whenever a scorer is configured, even when a rule decides,
+        // so the what-if simulator can replay any candidate policy on this call.
+        if policy.wants_embedding() {
+            let text = crate::router::policy::prompt_text(&chat);
+            if let Some(e) = embed_prompt(state, &text).await {
+                inputs.features = Some(switchyard_models::router::features(&e, &text));
             }
-        };
+        }
+        let decision = policy.decide(&inputs);
+        call.route_inputs(inputs);
         tracing::debug!(route = %decision.header(), model = %decision.model, "routed");
         call.routed(&decision);
         chat.model = decision.model;

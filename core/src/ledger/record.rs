@@ -130,6 +130,9 @@ pub struct CallRecord {
     pub provider: Option<String>,
     /// Why this route was taken.
     pub route_reason: Option<String>,
+    /// What the router looked at (routed calls only), for the what-if simulator.
+    #[serde(default)]
+    pub route_inputs: Option<crate::router::policy::RouteInputs>,
     /// Cache outcome.
     pub cache: CacheOutcome,
     /// Streamed answer.

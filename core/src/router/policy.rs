@@ -182,34 +182,37 @@ impl Policy {
         }
     }
 
+    /// Decide from a request's inputs: rules first, then the score.
+    pub fn decide(&self, inputs: &RouteInputs) -> Decision {
+        self.by_rule(inputs)
+            .unwrap_or_else(|| self.by_score(inputs))
+    }
+
     /// Rules that decide without the scorer, if one matches.
-    pub fn by_rule(&self, req: &ChatRequest, task: Option<&str>, tenant: &str) -> Option<Decision> {
-        let chars = prompt_text(req).len();
-        let tools = req.tools.as_ref().is_some_and(|t| !t.is_empty());
-        let images = req.messages.iter().any(|m| {
-            matches!(&m.content, Some(Content::Parts(p)) if p.iter().any(|p| p.kind == "image_url"))
-        });
+    pub fn by_rule(&self, x: &RouteInputs) -> Option<Decision> {
         self.raw.rules.iter().enumerate().find_map(|(i, r)| {
-            let ok = r.task.as_deref().is_none_or(|t| Some(t) == task)
-                && r.has_tools.is_none_or(|v| v == tools)
-                && r.has_images.is_none_or(|v| v == images)
-                && r.min_prompt_chars.is_none_or(|n| chars >= n)
-                && r.tenant.as_deref().is_none_or(|t| t == tenant);
+            let ok = r
+                .task
+                .as_deref()
+                .is_none_or(|t| Some(t) == x.task.as_deref())
+                && r.has_tools.is_none_or(|v| v == x.tools)
+                && r.has_images.is_none_or(|v| v == x.images)
+                && r.min_prompt_chars.is_none_or(|n| x.chars >= n)
+                && r.tenant.as_deref().is_none_or(|t| t == x.tenant);
             ok.then(|| self.tier(&r.tier, format!("rule:{i}"), None))
         })
     }
 
-    /// Decide by score (`embedding` of [`prompt_text`], when the scorer wants one).
-    pub fn by_score(&self, req: &ChatRequest, embedding: Option<&[f32]>, tenant: &str) -> Decision {
-        let (Some(scorer), Some(e)) = (&self.scorer, embedding) else {
+    /// Decide by score (needs `x.features`).
+    pub fn by_score(&self, x: &RouteInputs) -> Decision {
+        let (Some(scorer), Some(f)) = (&self.scorer, &x.features) else {
             return self.tier(&self.raw.weak, "no_scorer".to_owned(), None);
         };
-        let text = prompt_text(req);
-        let score = scorer.score(&switchyard_models::router::features(e, &text));
+        let score = scorer.score(f);
         let threshold = self
             .raw
             .thresholds
-            .get(tenant)
+            .get(&x.tenant)
             .copied()
             .unwrap_or(self.raw.threshold);
         let tier = if f64::from(score) >= threshold {
@@ -218,6 +221,40 @@ impl Policy {
             &self.raw.weak
         };
         self.tier(tier, "score".to_owned(), Some(score))
+    }
+}
+
+/// What routing looks at, kept with the call's record so the what-if simulator replays
+/// exactly what the router saw.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteInputs {
+    /// The `x-switchyard-task` hint.
+    pub task: Option<String>,
+    /// Tools were offered.
+    pub tools: bool,
+    /// Images were sent.
+    pub images: bool,
+    /// Characters of [`prompt_text`].
+    pub chars: usize,
+    /// The caller's tenant.
+    pub tenant: String,
+    /// The scorer's input ([`switchyard_models::router::features`]), when an embedding was made.
+    pub features: Option<Vec<f32>>,
+}
+
+impl RouteInputs {
+    /// Everything but the features, from the request.
+    pub fn of(req: &ChatRequest, task: Option<&str>, tenant: &str) -> Self {
+        Self {
+            task: task.map(str::to_owned),
+            tools: req.tools.as_ref().is_some_and(|t| !t.is_empty()),
+            images: req.messages.iter().any(|m| {
+                matches!(&m.content, Some(Content::Parts(p)) if p.iter().any(|p| p.kind == "image_url"))
+            }),
+            chars: prompt_text(req).len(),
+            tenant: tenant.to_owned(),
+            features: None,
+        }
     }
 }
 
