@@ -88,6 +88,21 @@ pub enum RouterCommand {
         #[arg(long)]
         models_dir: Option<PathBuf>,
     },
+    /// Replay a running daemon's recent routed calls through a candidate policy.
+    Simulate {
+        /// The candidate policy: JSON, or TOML (a `[routing]` table or its fields).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Routed calls to replay, newest first.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// The daemon's base URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An admin API key (not needed on an open loopback).
+        #[arg(long, env = "SWITCHYARD_ADMIN_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
 }
 
 /// `router eval`: train, evaluate, print the report table.
@@ -198,13 +213,31 @@ pub fn stats_command(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let endpoint = format!("{}/admin/stats?days={days}", url.trim_end_matches('/'));
+    let body = admin_call(&endpoint, key, None)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&body)?)?;
+    } else {
+        write!(out, "{}", render_stats(&body))?;
+    }
+    Ok(())
+}
+
+/// GET (or POST `body` to) an admin endpoint of a running daemon; its error message on failure.
+fn admin_call(
+    endpoint: &str,
+    key: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let body: serde_json::Value = rt.block_on(async {
-        let mut req = reqwest::Client::new()
-            .get(&endpoint)
-            .timeout(std::time::Duration::from_secs(30));
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut req = match body {
+            Some(b) => client.post(endpoint).json(b),
+            None => client.get(endpoint),
+        }
+        .timeout(std::time::Duration::from_secs(60));
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
@@ -216,14 +249,83 @@ pub fn stats_command(
         let v: serde_json::Value = resp.json().await?;
         if !status.is_success() {
             let msg = v["error"]["message"].as_str().unwrap_or("no message");
-            anyhow::bail!("{endpoint} answered {status}: {msg}");
+            let param = v["error"]["param"]
+                .as_str()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default();
+            anyhow::bail!("{endpoint} answered {status}: {msg}{param}");
         }
         anyhow::Ok(v)
-    })?;
-    if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&body)?)?;
+    })
+}
+
+/// `router simulate`: replay recent routed calls through a candidate policy (a JSON file, or
+/// TOML with or without a `[routing]` table) on a running daemon.
+pub fn router_simulate(
+    url: &str,
+    key: Option<&str>,
+    policy: &std::path::Path,
+    limit: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(policy)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", policy.display()))?;
+    let raw: serde_json::Value = if policy.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text)?
     } else {
-        write!(out, "{}", render_stats(&body))?;
+        use figment::providers::Format;
+        let fig = figment::Figment::from(figment::providers::Toml::string(&text));
+        let fig = if fig.find_value("routing").is_ok() {
+            fig.focus("routing")
+        } else {
+            fig
+        };
+        serde_json::to_value(
+            fig.extract::<crate::router::policy::RawRouting>()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", policy.display()))?,
+        )?
+    };
+    let endpoint = format!("{}/admin/routing/simulate", url.trim_end_matches('/'));
+    let v = admin_call(
+        &endpoint,
+        key,
+        Some(&serde_json::json!({"policy": raw, "limit": limit})),
+    )?;
+    let mut t = table(&[
+        "tier",
+        "projected calls",
+        "projected share",
+        "actual calls",
+        "actual share",
+    ]);
+    let tiers: std::collections::BTreeSet<&String> = v["projected"]["tiers"]
+        .as_object()
+        .into_iter()
+        .chain(v["actual"]["tiers"].as_object())
+        .flat_map(|m| m.keys())
+        .collect();
+    for tier in tiers {
+        let p = &v["projected"]["tiers"][tier];
+        let a = &v["actual"]["tiers"][tier];
+        t.add_row(vec![
+            tier.clone(),
+            p["calls"].as_u64().unwrap_or(0).to_string(),
+            pct(&p["share"]),
+            a["calls"].as_u64().unwrap_or(0).to_string(),
+            pct(&a["share"]),
+        ]);
+    }
+    writeln!(out, "{t}")?;
+    writeln!(
+        out,
+        "{} routed calls replayed, {} would change tier; cost ${:.6} projected vs ${:.6} actual",
+        v["replayed"],
+        v["changed"],
+        v["projected"]["cost_usd"].as_f64().unwrap_or(0.0),
+        v["actual"]["cost_usd"].as_f64().unwrap_or(0.0)
+    )?;
+    if let Some(u) = v["unpriced_models"].as_array().filter(|u| !u.is_empty()) {
+        writeln!(out, "no price for: {u:?} (counted as $0; see [prices])")?;
     }
     Ok(())
 }

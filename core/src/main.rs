@@ -58,6 +58,15 @@ fn main() -> anyhow::Result<()> {
             },
             &mut std::io::stdout(),
         ),
+        Command::Router {
+            command:
+                cli::RouterCommand::Simulate {
+                    policy,
+                    limit,
+                    url,
+                    key,
+                },
+        } => cli::router_simulate(&url, key.as_deref(), &policy, limit, &mut std::io::stdout()),
         Command::CheckConfig { file } => Ok(cli::check_config(&file, &mut std::io::stdout())?),
         Command::HashKey { generate } => Ok(cli::hash_key_command(
             generate,

@@ -322,4 +322,37 @@ async fn requests_are_routed_by_rules_and_score_and_the_policy_swaps_live() {
     assert_eq!(replayed.get("small"), Some(&2));
     assert_eq!(replayed.get("local"), Some(&1));
     assert_eq!(sim["changed"], 2, "{sim}");
+
+    // The same from the command line, with the policy as a TOML file.
+    let file = dir.path().join("candidate.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[routing]\nweak = \"small\"\nstrong = \"large\"\nthreshold = 0.0\nscorer = \"{}\"\n\
+             [routing.tiers]\nsmall = \"small\"\nlarge = \"large\"\n",
+            scorer.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(daemon_binary())
+        .args([
+            "router",
+            "simulate",
+            "--limit",
+            "5",
+            "--url",
+            &gw.url(""),
+            "--policy",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("5 routed calls replayed"), "{text}");
+    assert!(text.contains("large"), "{text}");
 }
