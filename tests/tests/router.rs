@@ -355,4 +355,39 @@ async fn requests_are_routed_by_rules_and_score_and_the_policy_swaps_live() {
     );
     assert!(text.contains("5 routed calls replayed"), "{text}");
     assert!(text.contains("large"), "{text}");
+
+    // Cascade: short answers are tried locally and escalate when the local model is unsure
+    // (a required confidence above 1 always escalates; 0 never does).
+    let mut cascade = policy.clone();
+    cascade["rules"] = json!([
+        {"task": "short", "tier": "local", "escalate_to": "large", "min_confidence": 1.01},
+        {"task": "short-ok", "tier": "local", "escalate_to": "large", "min_confidence": 0.0},
+    ]);
+    let put = client()
+        .put(gw.url("/admin/routing/policy"))
+        .json(&cascade)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let r = ask(
+        &gw,
+        "Say yes or no: is water wet?",
+        &[("x-switchyard-task", "short")],
+    )
+    .await;
+    assert_eq!(header(&r, "x-switchyard-model"), "large-upstream");
+    let route = header(&r, "x-switchyard-route");
+    assert!(
+        route.starts_with("large; reason=cascade:rule:0:confidence="),
+        "{route}"
+    );
+    let r = ask(
+        &gw,
+        "Say yes or no: is water wet?",
+        &[("x-switchyard-task", "short-ok")],
+    )
+    .await;
+    assert_eq!(header(&r, "x-switchyard-provider"), "local");
+    assert!(r.headers().contains_key("x-switchyard-confidence"));
 }

@@ -193,8 +193,42 @@ pub async fn dispatch(
                 inputs.features = Some(switchyard_models::router::features(&e, &text));
             }
         }
-        let decision = policy.decide(&inputs);
+        let mut decision = policy.decide(&inputs);
         call.route_inputs(inputs);
+        // Cascade: a confident local answer stands; an unsure one escalates.
+        if let (Some((up_tier, up_model, min)), Some(local), false) = (
+            decision.escalate.clone(),
+            state
+                .local
+                .chat
+                .as_ref()
+                .filter(|_| is_local_chat(&decision.model)),
+            chat.stream,
+        ) {
+            let began = Instant::now();
+            let (answer, confidence) = local.complete(&chat).await?;
+            if f64::from(confidence) >= min {
+                call.routed(&decision);
+                call.inference(began.elapsed());
+                let served = crate::local::generate::served();
+                call.served(&served, Tier::Local, "local_model");
+                call.answer(&answer, chat);
+                return Ok(Dispatched::Whole {
+                    answer,
+                    served,
+                    confidence: Some(confidence),
+                });
+            }
+            call.inference(began.elapsed());
+            decision = crate::router::policy::Decision {
+                tier: up_tier,
+                model: up_model,
+                reason: format!("cascade:{}:confidence={confidence:.2}", decision.reason),
+                score: decision.score,
+                escalate: None,
+            };
+            tracing::debug!(confidence, route = %decision.header(), "local answer unsure; escalating");
+        }
         tracing::debug!(route = %decision.header(), model = %decision.model, "routed");
         call.routed(&decision);
         chat.model = decision.model;

@@ -71,6 +71,13 @@ pub struct RawRule {
     pub tenant: Option<String>,
     /// Tier to use.
     pub tier: String,
+    /// Cascade: when the (local) tier answers with a confidence under `min_confidence`,
+    /// escalate to this tier (whole answers only; streams go to it directly).
+    #[serde(default)]
+    pub escalate_to: Option<String>,
+    /// Confidence (the local model's mean token probability) needed to keep the local answer.
+    #[serde(default)]
+    pub min_confidence: Option<f64>,
 }
 
 /// A validated policy.
@@ -91,6 +98,8 @@ pub struct Decision {
     pub reason: String,
     /// The scorer's value, when it ran.
     pub score: Option<f32>,
+    /// Cascade: (tier, model, minimum confidence) to escalate to.
+    pub escalate: Option<(String, String, f64)>,
 }
 
 impl Decision {
@@ -149,6 +158,20 @@ impl Policy {
             }
         }
         for (i, r) in raw.rules.iter().enumerate() {
+            if let Some(t) = &r.escalate_to {
+                if !raw.tiers.contains_key(t) {
+                    return Err(invalid(
+                        format!("rules[{i}].escalate_to"),
+                        format!("`{t}` is not one of the tiers"),
+                    ));
+                }
+            }
+            if r.min_confidence.is_some_and(|c| !(0.0..=1.01).contains(&c)) {
+                return Err(invalid(
+                    format!("rules[{i}].min_confidence"),
+                    "must be in [0, 1]",
+                ));
+            }
             if !raw.tiers.contains_key(&r.tier) {
                 return Err(invalid(
                     format!("rules[{i}].tier"),
@@ -179,6 +202,7 @@ impl Policy {
             model: self.raw.tiers.get(name).cloned().unwrap_or_default(),
             reason,
             score,
+            escalate: None,
         }
     }
 
@@ -199,7 +223,17 @@ impl Policy {
                 && r.has_images.is_none_or(|v| v == x.images)
                 && r.min_prompt_chars.is_none_or(|n| x.chars >= n)
                 && r.tenant.as_deref().is_none_or(|t| t == x.tenant);
-            ok.then(|| self.tier(&r.tier, format!("rule:{i}"), None))
+            ok.then(|| {
+                let mut d = self.tier(&r.tier, format!("rule:{i}"), None);
+                d.escalate = r.escalate_to.as_ref().map(|t| {
+                    (
+                        t.clone(),
+                        self.raw.tiers.get(t).cloned().unwrap_or_default(),
+                        r.min_confidence.unwrap_or(0.5),
+                    )
+                });
+                d
+            })
         })
     }
 
