@@ -357,11 +357,11 @@ async fn requests_are_routed_by_rules_and_score_and_the_policy_swaps_live() {
     assert!(text.contains("large"), "{text}");
 
     // Cascade: short answers are tried locally and escalate when the local model is unsure
-    // (a required confidence above 1 always escalates; 0 never does).
+    // (confidence is the mean token log-probability: requiring 0 escalates, -100 never does).
     let mut cascade = policy.clone();
     cascade["rules"] = json!([
-        {"task": "short", "tier": "local", "escalate_to": "large", "min_confidence": 1.01},
-        {"task": "short-ok", "tier": "local", "escalate_to": "large", "min_confidence": 0.0},
+        {"task": "short", "tier": "local", "escalate_to": "large", "min_confidence": 0.0},
+        {"task": "short-ok", "tier": "local", "escalate_to": "large", "min_confidence": -100.0},
     ]);
     let put = client()
         .put(gw.url("/admin/routing/policy"))
@@ -388,6 +388,11 @@ async fn requests_are_routed_by_rules_and_score_and_the_policy_swaps_live() {
         &[("x-switchyard-task", "short-ok")],
     )
     .await;
-    assert_eq!(header(&r, "x-switchyard-provider"), "local");
+    assert_eq!(
+        header(&r, "x-switchyard-provider"),
+        "local",
+        "{}",
+        header(&r, "x-switchyard-route")
+    );
     assert!(r.headers().contains_key("x-switchyard-confidence"));
 }

@@ -75,7 +75,8 @@ pub struct RawRule {
     /// escalate to this tier (whole answers only; streams go to it directly).
     #[serde(default)]
     pub escalate_to: Option<String>,
-    /// Confidence (the local model's mean token probability) needed to keep the local answer.
+    /// Confidence needed to keep the local answer: the local model's mean token
+    /// log-probability (at most 0; -1.0 means tokens at about 37% probability on average).
     #[serde(default)]
     pub min_confidence: Option<f64>,
 }
@@ -166,10 +167,12 @@ impl Policy {
                     ));
                 }
             }
-            if r.min_confidence.is_some_and(|c| !(0.0..=1.01).contains(&c)) {
+            if r.min_confidence
+                .is_some_and(|c| !(-100.0..=0.0).contains(&c))
+            {
                 return Err(invalid(
                     format!("rules[{i}].min_confidence"),
-                    "must be in [0, 1]",
+                    "is a mean log-probability: between -100 and 0",
                 ));
             }
             if !raw.tiers.contains_key(&r.tier) {
@@ -229,7 +232,7 @@ impl Policy {
                     (
                         t.clone(),
                         self.raw.tiers.get(t).cloned().unwrap_or_default(),
-                        r.min_confidence.unwrap_or(0.5),
+                        r.min_confidence.unwrap_or(-1.0),
                     )
                 });
                 d
