@@ -19,7 +19,7 @@ use super::auth::Principal;
 use super::AppState;
 use crate::ledger::{CacheOutcome, CallRecord, Outcome, Prices, Tier, UsageSource};
 use crate::providers::chain::{Served, StreamStart};
-use crate::types::{ChatRequest, ChatResponse, Content, Usage};
+use crate::types::{ChatRequest, ChatResponse, Usage};
 
 /// Header naming the end user a call is for (wins over the body's `user`).
 pub const USER_HEADER: &str = "x-switchyard-user";
@@ -285,25 +285,6 @@ fn note_chunk(d: &mut Draft, c: &crate::types::ChatChunk) {
     }
 }
 
-fn prompt_text(req: &ChatRequest) -> String {
-    let mut s = String::new();
-    for m in &req.messages {
-        match &m.content {
-            Some(Content::Text(t)) => s.push_str(t),
-            Some(Content::Parts(p)) => {
-                for part in p {
-                    if let Some(t) = &part.text {
-                        s.push_str(t);
-                    }
-                }
-            }
-            None => {}
-        }
-        s.push('\n');
-    }
-    s
-}
-
 /// Count tokens the model did not report: with the local tokenizer when loaded, else about
 /// four characters a token.
 fn count(state: &AppState, text: &str) -> (u64, UsageSource) {
@@ -321,7 +302,7 @@ impl Draft {
         let (prompt, completion, cached, source) = match (self.usage, &self.request) {
             (Some((p, c, k)), _) => (p, c, k, UsageSource::Reported),
             (None, Some(req)) => {
-                let (p, src) = count(state, &prompt_text(req));
+                let (p, src) = count(state, &req.text_of(|_| true));
                 let (c, _) = count(state, &self.completion_text);
                 (p, c, 0, src)
             }

@@ -297,25 +297,7 @@ impl RouteInputs {
 
 /// The text a request is judged on: system prompt and user turns, newest last.
 pub fn prompt_text(req: &ChatRequest) -> String {
-    let mut s = String::new();
-    for m in &req.messages {
-        if !matches!(m.role, Role::System | Role::Developer | Role::User) {
-            continue;
-        }
-        match &m.content {
-            Some(Content::Text(t)) => s.push_str(t),
-            Some(Content::Parts(p)) => {
-                for part in p {
-                    if let Some(t) = &part.text {
-                        s.push_str(t);
-                    }
-                }
-            }
-            None => {}
-        }
-        s.push('\n');
-    }
-    s
+    req.text_of(|r| matches!(r, Role::System | Role::Developer | Role::User))
 }
 
 /// The policy in force, swapped whole.

@@ -69,6 +69,25 @@ pub enum Dialect {
 }
 
 impl ChatRequest {
+    /// The text of the messages whose role `keep` accepts, one line per message (for token
+    /// counts and for routing, which judge the words and not the structure).
+    pub fn text_of(&self, keep: impl Fn(Role) -> bool) -> String {
+        let mut s = String::new();
+        for m in self.messages.iter().filter(|m| keep(m.role)) {
+            match &m.content {
+                Some(Content::Text(t)) => s.push_str(t),
+                Some(Content::Parts(p)) => {
+                    for t in p.iter().filter_map(|p| p.text.as_deref()) {
+                        s.push_str(t);
+                    }
+                }
+                None => {}
+            }
+            s.push('\n');
+        }
+        s
+    }
+
     /// A rough token count for client-side TPM limits: four characters per token for the
     /// prompt, plus the completion budget (or 256 when none is set).
     pub fn estimate_tokens(&self) -> u32 {
