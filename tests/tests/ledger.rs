@@ -134,6 +134,9 @@ async fn totals_per_user_and_day_equal_the_expected_values_exactly() {
         )
         .await;
         assert_eq!(r.status(), 200);
+        // 3 x 1.5 + 12 x 2.25 micro-dollars, known before the body goes.
+        assert_eq!(r.headers()["x-switchyard-cost-usd"], "0.00003150");
+        assert_eq!(r.headers()["x-switchyard-cache"], "bypass");
         note("acme", "alice", Some("search"), 3, 12, true);
     }
     // alice again, by header, streamed with the usage chunk asked for.

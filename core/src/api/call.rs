@@ -173,6 +173,24 @@ impl Call {
         self.with(|d| d.route_inputs = Some(inputs));
     }
 
+    /// The call's cost so far, when the model reported its usage (whole answers).
+    pub fn cost_pusd(&self, prices: &Prices) -> Option<u64> {
+        let mut out = None;
+        self.with(|d| {
+            if !d.streamed {
+                out = d.usage.map(|(p, c, k)| d.cost(prices, p, c, k));
+            }
+        });
+        out
+    }
+
+    /// The cache outcome, for `x-switchyard-cache`.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        let mut out = CacheOutcome::Bypass;
+        self.with(|d| out = d.cache);
+        out
+    }
+
     /// The `x-switchyard-route` value, when the router chose.
     pub fn route_header(&self) -> Option<String> {
         let mut out = None;
@@ -297,6 +315,23 @@ fn count(state: &AppState, text: &str) -> (u64, UsageSource) {
 }
 
 impl Draft {
+    /// What these tokens cost on the tier and model that answered (local and cache: nothing).
+    fn cost(&self, prices: &Prices, prompt: u64, completion: u64, cached: u64) -> u64 {
+        match self.tier {
+            Tier::Cloud => {
+                let names = [
+                    self.model_resolved.as_deref().unwrap_or_default(),
+                    self.upstream_model.as_deref().unwrap_or_default(),
+                    self.model_requested.as_deref().unwrap_or_default(),
+                ];
+                prices
+                    .lookup(&names)
+                    .map_or(0, |p| Prices::cost(p, prompt, completion, cached))
+            }
+            Tier::Local | Tier::Cache | Tier::None => 0,
+        }
+    }
+
     fn into_record(self, state: &AppState, outcome_hint: Option<Outcome>) -> CallRecord {
         let latency = self.started.elapsed();
         let (prompt, completion, cached, source) = match (self.usage, &self.request) {
@@ -309,20 +344,7 @@ impl Draft {
             (None, None) => (0, 0, 0, UsageSource::None),
         };
         let prices = &state.ledger.prices;
-        let cost = match self.tier {
-            Tier::Cloud => {
-                let upstream = self.upstream_model.as_deref().unwrap_or_default();
-                let names = [
-                    self.model_resolved.as_deref().unwrap_or_default(),
-                    upstream,
-                    self.model_requested.as_deref().unwrap_or_default(),
-                ];
-                prices
-                    .lookup(&names)
-                    .map_or(0, |p| Prices::cost(p, prompt, completion, cached))
-            }
-            Tier::Local | Tier::Cache | Tier::None => 0,
-        };
+        let cost = self.cost(prices, prompt, completion, cached);
         let savings = match self.tier {
             Tier::Local | Tier::Cache => prices
                 .baseline()

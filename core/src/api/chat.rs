@@ -358,7 +358,7 @@ pub async fn completions(
         Dispatched::Stream(start) => {
             span.record("provider", start.served.provider.as_str());
             let mut resp = sse_response(&start.served);
-            route_header(&mut resp, &call);
+            call_headers(&mut resp, &call, &state);
             Ok(resp.streaming(super::sse::openai_stream(start, include_usage)))
         }
         Dispatched::Whole {
@@ -369,7 +369,7 @@ pub async fn completions(
             span.record("provider", served.provider.as_str());
             let mut resp = HttpResponse::Ok();
             served_headers(&mut resp, &served);
-            route_header(&mut resp, &call);
+            call_headers(&mut resp, &call, &state);
             if let Some(c) = confidence {
                 resp.insert_header(("x-switchyard-confidence", format!("{c:.4}")));
             }
@@ -378,13 +378,24 @@ pub async fn completions(
     }
 }
 
-/// Add `x-switchyard-route` when the router chose the tier.
-pub(crate) fn route_header(resp: &mut actix_web::HttpResponseBuilder, call: &Call) {
+/// The call's own headers: `x-switchyard-route` when the router chose the tier,
+/// `x-switchyard-cache`, and `x-switchyard-cost-usd` when the cost is known before the body
+/// goes (whole answers; a stream's cost is in its ledger record).
+pub(crate) fn call_headers(
+    resp: &mut actix_web::HttpResponseBuilder,
+    call: &Call,
+    state: &AppState,
+) {
     if let Some(h) = call
         .route_header()
         .and_then(|h| actix_web::http::header::HeaderValue::from_str(&h).ok())
     {
         resp.insert_header(("x-switchyard-route", h));
+    }
+    resp.insert_header(("x-switchyard-cache", call.cache_outcome().as_str()));
+    if let Some(c) = call.cost_pusd(&state.ledger.prices) {
+        let usd = crate::ledger::record::pusd_to_usd(c);
+        resp.insert_header(("x-switchyard-cost-usd", format!("{usd:.8}")));
     }
 }
 

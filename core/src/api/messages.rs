@@ -520,14 +520,14 @@ pub async fn messages(
         Dispatched::Stream(start) => {
             span.record("provider", start.served.provider.as_str());
             let mut resp = sse_response(&start.served);
-            super::chat::route_header(&mut resp, &call);
+            super::chat::call_headers(&mut resp, &call, &state);
             Ok(resp.streaming(anthropic_stream(start)))
         }
         Dispatched::Whole { answer, served, .. } => {
             span.record("provider", served.provider.as_str());
             let mut resp = HttpResponse::Ok();
             served_headers(&mut resp, &served);
-            super::chat::route_header(&mut resp, &call);
+            super::chat::call_headers(&mut resp, &call, &state);
             Ok(resp.json(to_wire(&answer)))
         }
     }
