@@ -15,14 +15,7 @@ CONNECTIONS="${CONNECTIONS:-32}"
 log "cargo build --release"
 cargo build --release --locked -p switchyard-core -p switchyard-tests -p switchyard-benches --bins
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 mock_port="$(free_port)"
 "$TARGET_DIR/release/mock-upstream" --listen "127.0.0.1:$mock_port" --threads 1 >"$work/mock.log" 2>&1 &

@@ -36,3 +36,16 @@ ensure_venv() {
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$req"
   touch "$stamp"
 }
+
+# A scratch folder ($work) and a list of background processes ($pids), both cleaned up when the
+# script exits, however it exits.
+scratch() {
+  work="$(mktemp -d)"
+  pids=()
+  trap _scratch_cleanup EXIT
+}
+_scratch_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}

@@ -25,14 +25,7 @@ cargo test --locked -p switchyard-tests --test resilience fault_run -- --nocaptu
 
 log "OpenAI SDK against the daemon"
 ensure_venv tests/python/requirements.txt
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 mock_port="$(free_port)"
 gw_port="$(free_port)"
