@@ -24,16 +24,12 @@ async fn kill_9_under_load_loses_at_most_the_last_flush_window() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let config = dir.path().join("switchyard.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[ledger]\nflush_ms = {FLUSH_MS}\n[local]\nenabled = false\n{}",
-            dir.path().join("data").display(),
-            chain_config("m", &[mock.openai_base_url()]).replace("[server]\nworkers = 2\n", "")
-        ),
-    )
-    .unwrap();
+    let config = write_config(
+        dir.path(),
+        port,
+        &mock,
+        &format!("[ledger]\nflush_ms = {FLUSH_MS}\n"),
+    );
     let mut daemon = spawn_daemon(&config, &[]);
     wait_healthy(&base).await;
 
@@ -85,14 +81,7 @@ async fn kill_9_under_load_loses_at_most_the_last_flush_window() {
     let mut daemon = spawn_daemon(&config, &[]);
     wait_healthy(&base).await;
     let c = client();
-    let stats: Value = c
-        .get(format!("{base}/admin/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = get_json(format!("{base}/admin/stats")).await;
     let records = stats["ledger"]["records"].as_u64().unwrap();
     assert_eq!(
         stats["days"][0]["totals"]["requests"].as_u64().unwrap(),

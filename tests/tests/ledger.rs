@@ -557,14 +557,7 @@ webhook_secret = "env::SWITCHYARD_TEST_WEBHOOK_SECRET"
     assert!(budgets
         .iter()
         .any(|b| b["name"] == "globex" && b["over_hard"] == true));
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(gw.url("/metrics")).await;
     assert!(metrics.contains(r#"switchyard_budget_actions_total{action="reject"} 1"#));
     assert!(metrics.contains(r#"switchyard_budget_actions_total{action="downgrade"} 1"#));
 
@@ -628,14 +621,7 @@ webhook_url = "{}/hook"
         .filter(|e| e["type"] == "latency_budget.breached")
         .count();
     assert_eq!(breaches, 1, "a breach that persists is reported once");
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(gw.url("/metrics")).await;
     assert!(
         metrics.contains(
             r#"switchyard_latency_budget_breached{budget="chat-p95",percentile="p95"} 1"#
@@ -698,13 +684,6 @@ async fn trace_context_reaches_the_upstream_and_the_record() {
     let trace = seen.split('-').nth(1).unwrap().to_owned();
     assert_eq!(trace.len(), 32);
     assert_ne!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
-    let rec: Value = client()
-        .get(gw.url("/admin/requests/untraced"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rec: Value = get_json(gw.url("/admin/requests/untraced")).await;
     assert_eq!(rec["trace_id"], trace);
 }

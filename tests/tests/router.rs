@@ -46,6 +46,24 @@ fn write_synthetic(data: &std::path::Path) {
     }
 }
 
+/// Train and evaluate on `data` (25% held out), with the real MiniLM weights.
+fn eval_on(
+    data: &std::path::Path,
+    seed: u64,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<switchyard_core::router::learn::Measured>> {
+    evaluate(
+        &EvalOptions {
+            data: data.to_path_buf(),
+            holdout: 0.25,
+            seed,
+            models_dir: switchyard_models::ModelStore::default_dir(),
+            out: out.map(std::path::Path::to_path_buf),
+        },
+        &mut std::io::sink(),
+    )
+}
+
 #[test]
 fn a_learnable_split_is_learnt_and_beats_the_baselines() {
     let dir = tempfile::tempdir().unwrap();
@@ -54,17 +72,7 @@ fn a_learnable_split_is_learnt_and_beats_the_baselines() {
         .join(format!("synthetic-{}.jsonl", std::process::id()));
     write_synthetic(&data);
     let out = dir.path().join("scorer.json");
-    let report = evaluate(
-        &EvalOptions {
-            data: data.clone(),
-            holdout: 0.25,
-            seed: 3,
-            models_dir: switchyard_models::ModelStore::default_dir(),
-            out: Some(out.clone()),
-        },
-        &mut std::io::sink(),
-    )
-    .unwrap();
+    let report = eval_on(&data, 3, Some(&out)).unwrap();
     let apgr = |prefix: &str| {
         report
             .iter()
@@ -85,18 +93,7 @@ fn a_learnable_split_is_learnt_and_beats_the_baselines() {
     );
     // Bad input is an error, not a panic.
     std::fs::write(&data, "{\"prompt\": 1}\n").unwrap();
-    let err = evaluate(
-        &EvalOptions {
-            data,
-            holdout: 0.25,
-            seed: 3,
-            models_dir: switchyard_models::ModelStore::default_dir(),
-            out: None,
-        },
-        &mut std::io::sink(),
-    )
-    .err()
-    .unwrap();
+    let err = eval_on(&data, 3, None).err().unwrap();
     assert!(err.to_string().contains(":1:"), "{err}");
 }
 
@@ -128,17 +125,7 @@ async fn requests_are_routed_by_rules_and_score_and_the_policy_swaps_live() {
     let data = dir.path().join("routing.jsonl");
     write_synthetic(&data);
     let scorer = dir.path().join("scorer.json");
-    evaluate(
-        &EvalOptions {
-            data,
-            holdout: 0.25,
-            seed: 5,
-            models_dir: switchyard_models::ModelStore::default_dir(),
-            out: Some(scorer.clone()),
-        },
-        &mut std::io::sink(),
-    )
-    .unwrap();
+    eval_on(&data, 5, Some(&scorer)).unwrap();
     let mock = MockServer::start_local(MockConfig::default())
         .await
         .unwrap();
@@ -230,23 +217,9 @@ async fn requests_are_routed_by_rules_and_score_and_the_policy_swaps_live() {
         let got = body["error"]["param"].as_str().unwrap_or("routing");
         assert!(got.starts_with(param), "{bad}: {body}");
     }
-    let current: Value = client()
-        .get(gw.url("/admin/routing/policy"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let current: Value = get_json(gw.url("/admin/routing/policy")).await;
     assert_eq!(current["threshold"], 0.0);
-    let rec: Value = client()
-        .get(gw.url("/admin/requests?limit=1&model=auto"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rec: Value = get_json(gw.url("/admin/requests?limit=1&model=auto")).await;
     assert!(rec["data"][0]["route_reason"]
         .as_str()
         .unwrap()

@@ -23,6 +23,21 @@ fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
+/// Largest JSON body an admin route accepts.
+const ADMIN_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The opening of admin routes that take a body: the caller must be an admin; the body is read
+/// within [`ADMIN_BODY_LIMIT`] and parsed (shape errors name the parameter).
+async fn admin_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<T, ApiError> {
+    require_admin(state, req)?;
+    let body = super::body::read_limited(req, payload, ADMIN_BODY_LIMIT).await?;
+    super::body::parse_json(&body)
+}
+
 fn storage_error(e: ledger::StoreError) -> ApiError {
     ApiError::Internal(e.to_string())
 }
@@ -303,16 +318,16 @@ pub async fn put_policy(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
-    let body = super::body::read_limited(&req, payload, 1024 * 1024).await?;
     let raw: crate::router::policy::RawRouting =
-        super::body::parse_json(&body).map_err(|e| match e {
-            ApiError::InvalidParam { param, message } => ApiError::InvalidParam {
-                param: param.map(|p| format!("routing.{p}")),
-                message,
-            },
-            other => other,
-        })?;
+        admin_body(&state, &req, payload)
+            .await
+            .map_err(|e| match e {
+                ApiError::InvalidParam { param, message } => ApiError::InvalidParam {
+                    param: param.map(|p| format!("routing.{p}")),
+                    message,
+                },
+                other => other,
+            })?;
     let known = |m: &str| state.models.resolve(m).is_ok() || super::chat::is_local_chat(m);
     let policy = crate::router::policy::Policy::new(raw, &known)?;
     tracing::info!(model = %policy.raw.model, tiers = policy.raw.tiers.len(), "routing policy replaced");
@@ -356,9 +371,7 @@ pub async fn simulate(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
-    let body = super::body::read_limited(&req, payload, 1024 * 1024).await?;
-    let ask: SimulateRequest = super::body::parse_json(&body)?;
+    let ask: SimulateRequest = admin_body(&state, &req, payload).await?;
     let limit = ask.limit.unwrap_or(1000);
     if !(1..=100_000).contains(&limit) {
         return Err(ApiError::param(
