@@ -58,6 +58,7 @@ fn decision(c: &mut Criterion) {
                 ..RawRule::default()
             },
         ],
+        ..RawRouting::default()
     };
     let policy = Policy::new(raw, &|m: &str| m != "auto").unwrap();
     let req: ChatRequest = serde_json::from_value(serde_json::json!({

@@ -88,6 +88,31 @@ pub enum RouterCommand {
         #[arg(long)]
         models_dir: Option<PathBuf>,
     },
+    /// Train the deployable scorer on labelled prompts and/or a running daemon's cascade
+    /// outcomes, and write it as a versioned file for `[routing] scorer`.
+    Train {
+        /// JSONL with `prompt`, `weak_correct`, `strong_correct` per line.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Also learn from the daemon's recent cascade outcomes (escalated or kept).
+        #[arg(long)]
+        from_ledger: bool,
+        /// Newest routed calls to read outcomes from.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+        /// Where the scorer goes.
+        #[arg(long)]
+        out: PathBuf,
+        /// Folder with the MiniLM weights (default: `$SWITCHYARD_MODELS_DIR`).
+        #[arg(long)]
+        models_dir: Option<PathBuf>,
+        /// The daemon's base URL (for `--from-ledger`).
+        #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An admin API key (not needed on an open loopback).
+        #[arg(long, env = "SWITCHYARD_ADMIN_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
     /// Replay a running daemon's recent routed calls through a candidate policy.
     Simulate {
         /// The candidate policy: JSON, or TOML (a `[routing]` table or its fields).
@@ -257,6 +282,61 @@ fn admin_call(
         }
         anyhow::Ok(v)
     })
+}
+
+/// `router train`: gather the rows, train, write the scorer, print a summary line.
+pub fn router_train(
+    data: Option<PathBuf>,
+    ledger: Option<(&str, Option<&str>, usize)>,
+    out_path: PathBuf,
+    models_dir: PathBuf,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        data.is_some() || ledger.is_some(),
+        "give --data FILE, --from-ledger, or both"
+    );
+    let outcomes = match ledger {
+        Some((url, key, limit)) => ledger_outcomes(url, key, limit)?,
+        None => Vec::new(),
+    };
+    let scorer = crate::router::learn::train(
+        &crate::router::learn::TrainSources {
+            data,
+            models_dir,
+            outcomes,
+            out: out_path.clone(),
+        },
+        &mut std::io::stderr(),
+    )?;
+    writeln!(
+        out,
+        "{}: {}",
+        out_path.display(),
+        scorer.trained.as_deref().unwrap_or("trained")
+    )?;
+    Ok(())
+}
+
+/// The daemon's recent cascade outcomes: scorer inputs and 0/1 labels.
+pub fn ledger_outcomes(
+    url: &str,
+    key: Option<&str>,
+    limit: usize,
+) -> anyhow::Result<Vec<(Vec<f32>, f32)>> {
+    let endpoint = format!(
+        "{}/admin/routing/outcomes?limit={limit}",
+        url.trim_end_matches('/')
+    );
+    let v = admin_call(&endpoint, key, None)?;
+    let rows = v["data"].as_array().cloned().unwrap_or_default();
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let f: Vec<f32> = serde_json::from_value(r["features"].clone()).ok()?;
+            Some((f, r["label"].as_f64()? as f32))
+        })
+        .collect())
 }
 
 /// `router simulate`: replay recent routed calls through a candidate policy (a JSON file, or

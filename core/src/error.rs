@@ -61,6 +61,9 @@ pub enum ApiError {
     /// The caller's daily budget is spent.
     #[error("{0}")]
     BudgetExceeded(String),
+    /// The request's estimated cost is over its `max_cost` and no cheaper tier may answer.
+    #[error("{0}")]
+    MaxCostExceeded(String),
     /// The caller may not use this route (e.g. `/admin/*` without an admin key).
     #[error("{0}")]
     Forbidden(String),
@@ -171,6 +174,11 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "insufficient_quota",
                 Some("budget_exceeded"),
+            ),
+            Self::MaxCostExceeded(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("max_cost_exceeded"),
             ),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error", Some("forbidden")),
             Self::UpstreamRejected { status, .. } => (

@@ -67,6 +67,24 @@ fn main() -> anyhow::Result<()> {
                     key,
                 },
         } => cli::router_simulate(&url, key.as_deref(), &policy, limit, &mut std::io::stdout()),
+        Command::Router {
+            command:
+                cli::RouterCommand::Train {
+                    data,
+                    from_ledger,
+                    limit,
+                    out,
+                    models_dir,
+                    url,
+                    key,
+                },
+        } => cli::router_train(
+            data,
+            from_ledger.then_some((url.as_str(), key.as_deref(), limit)),
+            out,
+            models_dir.unwrap_or_else(switchyard_models::ModelStore::default_dir),
+            &mut std::io::stdout(),
+        ),
         Command::CheckConfig { file } => Ok(cli::check_config(&file, &mut std::io::stdout())?),
         Command::HashKey { generate } => Ok(cli::hash_key_command(
             generate,

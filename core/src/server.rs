@@ -11,6 +11,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::api::{self, auth::Authenticator, AppState};
 use crate::config::Config;
+use crate::router::policy::Policy;
 use crate::router::ModelMap;
 use crate::storage::{Storage, StorageError};
 use crate::supervisor::{SuperviseError, Supervisor};
@@ -91,7 +92,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(raw) = config.routing.clone() {
         let known = |m: &str| models.resolve(m).is_ok() || crate::api::chat::is_local_chat(m);
         let policy =
-            crate::router::policy::Policy::new(raw, &known).map_err(StartError::Routing)?;
+            crate::router::build_policy(raw, &known, &ledger.store).map_err(StartError::Routing)?;
         routing.store(Some(Arc::new(policy)));
     }
     let upstreams = registry
@@ -156,6 +157,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     .run();
     let handle = server.handle();
     log_summary(&state, addr);
+    actix_rt::spawn(recalibrate_loop(state.clone()));
     Ok(Running {
         addr,
         handle,
@@ -163,6 +165,36 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         state,
         server,
     })
+}
+
+/// Calibrate a strong-share policy's threshold again every [`crate::router::RECALIBRATE_EVERY`]
+/// on the newest calls, unless an admin replaced the policy meanwhile.
+async fn recalibrate_loop(state: web::Data<AppState>) {
+    let mut tick = actix_rt::time::interval(crate::router::RECALIBRATE_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(current) = state
+            .routing
+            .load_full()
+            .filter(|p| p.raw.strong_share.is_some())
+        else {
+            continue;
+        };
+        state.ledger.flush().await;
+        let (st, policy) = (state.clone(), Policy::clone(&current));
+        let fresh = web::block(move || crate::router::calibrate(policy, &st.ledger.store)).await;
+        match fresh {
+            Ok(Ok(p)) => {
+                tracing::debug!(calibration = ?p.calibration(), "routing threshold recalibrated");
+                state
+                    .routing
+                    .compare_and_swap(&Some(current), Some(Arc::new(p)));
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "routing recalibration failed"),
+            Err(e) => tracing::warn!(error = %e, "routing recalibration failed"),
+        }
+    }
 }
 
 fn log_summary(state: &AppState, addr: SocketAddr) {

@@ -97,6 +97,9 @@ pub struct Scorer {
     pub weights: Vec<f32>,
     /// Bias.
     pub bias: f32,
+    /// How it was trained (when, on what), for whoever finds the file later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained: Option<String>,
 }
 
 /// Training settings.
@@ -197,6 +200,7 @@ impl Scorer {
             std,
             weights: w,
             bias: b,
+            trained: None,
         })
     }
 

@@ -119,8 +119,9 @@ fn header(r: &reqwest::Response, name: &str) -> String {
 /// Through the daemon: a task rule sends classification to the local model, the learned score
 /// sends hard prompts to the large tier and easy ones to the small one, and a policy replaced
 /// by the admin API applies to the next request; an invalid one is refused with its key path.
-#[actix_rt::test]
-async fn requests_are_routed_by_rules_and_score_and_the_policy_swaps_live() {
+/// A daemon over a mock upstream with `small` and `large` models (priced), the local model,
+/// and a routing policy with a scorer trained on the synthetic split; returns the policy's JSON.
+async fn routed_gateway() -> (tempfile::TempDir, MockServer, Gateway, Value) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("routing.jsonl");
     write_synthetic(&data);
@@ -145,12 +146,21 @@ async fn requests_are_routed_by_rules_and_score_and_the_policy_swaps_live() {
          [models.\"large\"]\ntargets = [{{ provider = \"up\", model = \"large-upstream\" }}]\n\
          [routing]\nmodel = \"auto\"\nweak = \"small\"\nstrong = \"large\"\nthreshold = 0.5\n\
          scorer = \"{}\"\n[routing.tiers]\nlocal = \"local/smollm2\"\nsmall = \"small\"\nlarge = \"large\"\n\
-         [[routing.rules]]\ntask = \"classify\"\ntier = \"local\"\n",
+         [[routing.rules]]\ntask = \"classify\"\ntier = \"local\"\n\
+         [prices.models.\"small-upstream\"]\ninput = 0.1\noutput = 0.4\n\
+         [prices.models.\"large-upstream\"]\ninput = 10.0\noutput = 30.0\n",
         mock.openai_base_url(),
         scorer.display()
     );
     let gw = Gateway::start(&config).await;
     gw.wait_ready().await;
+    (dir, mock, gw, policy)
+}
+
+#[actix_rt::test]
+async fn requests_are_routed_by_rules_and_score_and_the_policy_swaps_live() {
+    let (dir, _mock, gw, policy) = routed_gateway().await;
+    let scorer = dir.path().join("scorer.json");
 
     let r = ask(&gw, HARD, &[]).await;
     assert_eq!(header(&r, "x-switchyard-model"), "large-upstream");
@@ -368,4 +378,198 @@ async fn requests_are_routed_by_rules_and_score_and_the_policy_swaps_live() {
         header(&r, "x-switchyard-route")
     );
     assert!(r.headers().contains_key("x-switchyard-confidence"));
+}
+
+async fn put_policy(gw: &Gateway, policy: &Value) -> reqwest::Response {
+    client()
+        .put(gw.url("/admin/routing/policy"))
+        .json(policy)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn simulate(gw: &Gateway, policy: &Value, limit: usize) -> Value {
+    let r = client()
+        .post(gw.url("/admin/routing/simulate"))
+        .json(&json!({"policy": policy, "limit": limit}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// `max_cost` (header or body) downgrades to the costliest tier that fits or refuses, by
+/// policy; a strong-tier share calibrates the threshold on recent calls, and the simulator
+/// projects what the router then does; cascade outcomes label calls, the simulator projects
+/// quality from them, and `router train --from-ledger` learns a scorer from them.
+#[actix_rt::test]
+async fn cost_ceilings_share_calibration_and_training_from_outcomes() {
+    let (dir, _mock, gw, policy) = routed_gateway().await;
+
+    // The hard prompt scores strong: large (~$0.0005 at 8 completion tokens).
+    let r = ask(&gw, HARD, &[]).await;
+    assert_eq!(header(&r, "x-switchyard-model"), "large-upstream");
+    // Under a $0.0001 ceiling the costliest tier that fits is small; under $0 only local.
+    let r = ask(&gw, HARD, &[("x-switchyard-max-cost-usd", "0.0001")]).await;
+    assert_eq!(header(&r, "x-switchyard-model"), "small-upstream");
+    assert!(
+        header(&r, "x-switchyard-route").starts_with("small; reason=max_cost:score"),
+        "{}",
+        header(&r, "x-switchyard-route")
+    );
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "auto", "max_tokens": 8, "max_cost": 0,
+            "messages": [{"role": "user", "content": HARD}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchyard-provider"), "local");
+    // An explicit model cannot be downgraded: refused, as is a policy that says reject.
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-switchyard-max-cost-usd", "0.0001")
+        .json(&chat_body("large", HARD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "max_cost_exceeded", "{body}");
+    let mut strict = policy.clone();
+    strict["on_max_cost"] = json!("reject");
+    assert_eq!(put_policy(&gw, &strict).await.status(), 200);
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-switchyard-max-cost-usd", "0.0001")
+        .json(&json!({"model": "auto", "max_tokens": 8,
+            "messages": [{"role": "user", "content": HARD}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-switchyard-max-cost-usd", "cheap")
+        .json(&json!({"model": "auto", "messages": [{"role": "user", "content": EASY}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["error"]["param"], "x-switchyard-max-cost-usd",
+        "{body}"
+    );
+
+    // Strong share: 40 varied prompts, then a policy asking for 25% strong calls.
+    let prompts: Vec<String> = (0..40)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("Compute the integral of x^{} times cos(x) from 0 to {} and simplify.", i % 7 + 1, i)
+            } else {
+                format!("Which city is the capital of country number {i} on the list of European states?")
+            }
+        })
+        .collect();
+    assert_eq!(put_policy(&gw, &policy).await.status(), 200);
+    for p in &prompts {
+        let _ = ask(&gw, p, &[]).await.bytes().await;
+    }
+    let mut share = policy.clone();
+    share["strong_share"] = json!(0.25);
+    share["calibrate_calls"] = json!(40);
+    let sim = simulate(&gw, &share, 40).await;
+    let put = put_policy(&gw, &share).await;
+    assert_eq!(put.status(), 200);
+    let view: Value = put.json().await.unwrap();
+    let cal = &view["calibration"];
+    assert_eq!(cal["calls"], 40, "{view}");
+    let achieved = cal["achieved_share"].as_f64().unwrap();
+    assert!((0.2..=0.3).contains(&achieved), "{view}");
+    assert_eq!(
+        get_json(gw.url("/admin/routing/policy")).await["calibration"],
+        *cal
+    );
+    let mut large = 0u64;
+    for p in &prompts {
+        let r = ask(&gw, p, &[]).await;
+        large += u64::from(header(&r, "x-switchyard-model") == "large-upstream");
+    }
+    assert_eq!(
+        sim["projected"]["tiers"]["large"]["calls"]
+            .as_u64()
+            .unwrap_or(0),
+        large,
+        "{sim}"
+    );
+    assert_eq!(large as f64 / 40.0, achieved);
+
+    // Cascade outcomes: kept (min -100) and escalated (min 0) calls become labels.
+    let mut cascade = policy.clone();
+    cascade["rules"] = json!([
+        {"task": "unsure", "tier": "local", "escalate_to": "large", "min_confidence": 0.0},
+        {"task": "sure", "tier": "local", "escalate_to": "large", "min_confidence": -100.0},
+    ]);
+    assert_eq!(put_policy(&gw, &cascade).await.status(), 200);
+    for (i, p) in prompts.iter().take(24).enumerate() {
+        let task = if i % 2 == 0 { "unsure" } else { "sure" };
+        let r = ask(&gw, p, &[("x-switchyard-task", task)]).await;
+        let route = header(&r, "x-switchyard-route");
+        let want = if task == "unsure" {
+            "large; reason=cascade:"
+        } else {
+            "local; reason=cascade_kept:"
+        };
+        assert!(route.starts_with(want), "{route}");
+    }
+    let outcomes = get_json(gw.url("/admin/routing/outcomes?limit=24")).await;
+    let rows = outcomes["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 24, "{outcomes}");
+    assert_eq!(rows.iter().filter(|r| r["label"] == 1.0).count(), 12);
+    // Projected quality: keeping every cascaded call local (no escalation) serves the 12
+    // that had to escalate badly; sending them all large serves every one well.
+    let mut local_only = policy.clone();
+    local_only["rules"] =
+        json!([{"task": "unsure", "tier": "local"}, {"task": "sure", "tier": "local"}]);
+    let sim = simulate(&gw, &local_only, 24).await;
+    assert_eq!(sim["quality"]["labelled"], 24, "{sim}");
+    assert_eq!(sim["quality"]["projected_adequate_share"], 0.5, "{sim}");
+    let sim = simulate(&gw, &cascade, 24).await;
+    assert_eq!(sim["quality"]["projected_adequate_share"], 1.0, "{sim}");
+
+    // `router train --from-ledger` learns from them; the file is a loadable scorer.
+    let out_file = dir.path().join("from-ledger.json");
+    let out = std::process::Command::new(daemon_binary())
+        .args([
+            "router",
+            "train",
+            "--from-ledger",
+            "--limit",
+            "24",
+            "--url",
+            &gw.url(""),
+            "--out",
+        ])
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("24 rows (12 positive) from 24 ledger outcomes"),
+        "{text}"
+    );
+    let mut retrained = policy.clone();
+    retrained["scorer"] = json!(out_file);
+    assert_eq!(put_policy(&gw, &retrained).await.status(), 200);
+    let r = ask(&gw, HARD, &[]).await;
+    assert!(header(&r, "x-switchyard-route").contains("reason=score; score="));
 }

@@ -308,7 +308,7 @@ pub async fn get_policy(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
     let current = state.routing.load_full();
-    Ok(HttpResponse::Ok().json(current.as_ref().map(|p| &p.raw)))
+    Ok(HttpResponse::Ok().json(current.as_ref().map(|p| p.view())))
 }
 
 /// `PUT /admin/routing/policy`: validate a new policy and make it current for the next
@@ -329,9 +329,10 @@ pub async fn put_policy(
                 other => other,
             })?;
     let known = |m: &str| state.models.resolve(m).is_ok() || super::chat::is_local_chat(m);
-    let policy = crate::router::policy::Policy::new(raw, &known)?;
-    tracing::info!(model = %policy.raw.model, tiers = policy.raw.tiers.len(), "routing policy replaced");
-    let body = serde_json::to_value(&policy.raw).unwrap_or_default();
+    state.ledger.flush().await;
+    let policy = crate::router::build_policy(raw, &known, &state.ledger.store)?;
+    tracing::info!(model = %policy.raw.model, tiers = policy.raw.tiers.len(), calibrated = ?policy.calibration(), "routing policy replaced");
+    let body = policy.view();
     state.routing.store(Some(std::sync::Arc::new(policy)));
     Ok(HttpResponse::Ok().json(body))
 }
@@ -380,8 +381,8 @@ pub async fn simulate(
         ));
     }
     let known = |m: &str| state.models.resolve(m).is_ok() || super::chat::is_local_chat(m);
-    let policy = crate::router::policy::Policy::new(ask.policy, &known)?;
     state.ledger.flush().await;
+    let policy = crate::router::build_policy(ask.policy, &known, &state.ledger.store)?;
     let records = state
         .ledger
         .store
@@ -394,24 +395,13 @@ pub async fn simulate(
             2_000_000,
         )
         .map_err(storage_error)?;
-    let prices = &state.ledger.prices;
-    // The price of a tier's model: its first target's upstream model, or the name itself.
-    let price_of = |model: &str| {
-        if super::chat::is_local_chat(model) {
-            return Some(crate::config::Price::default());
-        }
-        let upstream = state
-            .models
-            .resolve(model)
-            .ok()
-            .and_then(|r| r.first().map(|t| (t.provider.clone(), t.model.clone())));
-        match upstream {
-            Some((p, m)) => prices.lookup(&[&format!("{p}/{m}"), &m, model]),
-            None => prices.lookup(&[model]),
-        }
-    };
+    let price_of =
+        |model: &str| crate::router::price_of(&state.models, &state.ledger.prices, model);
     let (mut projected, mut actual) = (BTreeMap::new(), BTreeMap::new());
     let (mut projected_cost, mut actual_cost, mut changed, mut n) = (0u64, 0u64, 0u64, 0u64);
+    // Quality where an outcome is known (cascades): a call whose local answer was not good
+    // enough is served badly by a projection that keeps it local with no escalation.
+    let (mut labelled, mut adequate) = (0u64, 0u64);
     let mut unpriced = std::collections::BTreeSet::new();
     for r in &records {
         let Some(inputs) = &r.route_inputs else {
@@ -419,6 +409,15 @@ pub async fn simulate(
         };
         n += 1;
         let d = policy.decide(inputs);
+        if let Some(label) = r
+            .route_reason
+            .as_deref()
+            .and_then(crate::router::outcome_label)
+        {
+            labelled += 1;
+            let stays_local = super::chat::is_local_chat(&d.model) && d.escalate.is_none();
+            adequate += u64::from(!(stays_local && label > 0.5));
+        }
         let was = r
             .route_reason
             .as_deref()
@@ -450,5 +449,66 @@ pub async fn simulate(
         "projected": {"tiers": shares(projected, n), "cost_usd": crate::ledger::record::pusd_to_usd(projected_cost)},
         "actual": {"tiers": shares(actual, n), "cost_usd": crate::ledger::record::pusd_to_usd(actual_cost)},
         "unpriced_models": unpriced,
+        "quality": {
+            "labelled": labelled,
+            "projected_adequate_share": (labelled > 0).then(|| adequate as f64 / labelled as f64),
+        },
     })))
+}
+
+/// Query of `GET /admin/routing/outcomes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomesQuery {
+    /// Newest routed calls to look at (default 10,000, at most 100,000).
+    pub limit: Option<usize>,
+    /// The routing model name (default: the policy in force's).
+    pub model: Option<String>,
+}
+
+/// `GET /admin/routing/outcomes`: the scorer inputs and outcome labels of recent cascaded
+/// calls (1: the local answer had to escalate, 0: it was kept), what
+/// `switchyard router train --from-ledger` learns from.
+pub async fn outcomes(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<OutcomesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let limit = q.limit.unwrap_or(10_000);
+    if !(1..=100_000).contains(&limit) {
+        return Err(ApiError::param(
+            "limit",
+            "'limit' must be between 1 and 100000.",
+        ));
+    }
+    let model = q
+        .model
+        .clone()
+        .or_else(|| state.routing.load_full().map(|p| p.raw.model.clone()))
+        .unwrap_or_else(|| "auto".to_owned());
+    state.ledger.flush().await;
+    let st = state.clone();
+    let records = web::block(move || {
+        st.ledger.store.query(
+            &Query {
+                model: Some(model),
+                limit,
+                ..Query::default()
+            },
+            2_000_000,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(storage_error)?;
+    let data: Vec<serde_json::Value> = records
+        .iter()
+        .filter_map(|r| {
+            let label = crate::router::outcome_label(r.route_reason.as_deref()?)?;
+            let features = r.route_inputs.as_ref()?.features.as_ref()?;
+            Some(json!({"id": r.id, "features": features, "label": label}))
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
 }

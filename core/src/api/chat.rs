@@ -153,6 +153,7 @@ pub async fn dispatch(
     mut chat: ChatRequest,
     call: &Call,
 ) -> Result<Dispatched, ApiError> {
+    let max_cost = max_cost(req, &chat)?;
     let budgets = &state.ledger.budgets;
     if !budgets.is_empty() {
         let day = crate::ledger::today();
@@ -208,6 +209,11 @@ pub async fn dispatch(
             let began = Instant::now();
             let (answer, confidence) = local.complete(&chat).await?;
             if f64::from(confidence) >= min {
+                decision.reason = format!(
+                    "{}{}:confidence={confidence:.2}",
+                    crate::router::CASCADE_KEPT,
+                    decision.reason
+                );
                 call.routed(&decision);
                 call.inference(began.elapsed());
                 let served = crate::local::generate::served();
@@ -223,15 +229,28 @@ pub async fn dispatch(
             decision = crate::router::policy::Decision {
                 tier: up_tier,
                 model: up_model,
-                reason: format!("cascade:{}:confidence={confidence:.2}", decision.reason),
+                reason: format!(
+                    "{}{}:confidence={confidence:.2}",
+                    crate::router::CASCADE_ESCALATED,
+                    decision.reason
+                ),
                 score: decision.score,
                 escalate: None,
             };
             tracing::debug!(confidence, route = %decision.header(), "local answer unsure; escalating");
         }
+        if let Some(ceiling) = max_cost {
+            decision = within_cost(state, &policy, &chat, decision, ceiling)?;
+        }
         tracing::debug!(route = %decision.header(), model = %decision.model, "routed");
         call.routed(&decision);
         chat.model = decision.model;
+    } else if let Some(ceiling) = max_cost {
+        let est = estimate_pusd(state, &chat, &chat.model, DEFAULT_ASSUMED_OUTPUT)
+            .ok_or_else(|| unpriced(&chat.model))?;
+        if est > ceiling {
+            return Err(over_cost(&chat.model, est, ceiling));
+        }
     }
     if let Some(local) = state
         .local
@@ -286,6 +305,114 @@ pub async fn dispatch(
             }
             None => Err(e),
         },
+    }
+}
+
+/// Header with a request's cost ceiling in USD (the body's `max_cost` does the same).
+pub const MAX_COST_HEADER: &str = "x-switchyard-max-cost-usd";
+
+/// Completion tokens assumed for an estimate when neither the request nor a policy says.
+const DEFAULT_ASSUMED_OUTPUT: u32 = 256;
+
+/// The request's cost ceiling in picodollars: the header, else the body's `max_cost`.
+fn max_cost(req: &HttpRequest, chat: &ChatRequest) -> Result<Option<u64>, ApiError> {
+    let (param, usd) = match req.headers().get(MAX_COST_HEADER) {
+        Some(v) => (
+            MAX_COST_HEADER,
+            Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.trim().parse::<f64>().ok())
+                    .unwrap_or(f64::NAN),
+            ),
+        ),
+        None => ("max_cost", chat.max_cost),
+    };
+    match usd {
+        None => Ok(None),
+        Some(v) if v.is_finite() && (0.0..=1e6).contains(&v) => Ok(Some((v * 1e12).round() as u64)),
+        Some(_) => Err(ApiError::param(
+            param,
+            format!("'{param}' must be a number of US dollars between 0 and 1000000."),
+        )),
+    }
+}
+
+/// Estimated picodollars of answering `chat` with `model`: the prompt (about four characters a
+/// token) plus the completion budget (`max_tokens`, else `assumed_output`) for each choice.
+fn estimate_pusd(
+    state: &AppState,
+    chat: &ChatRequest,
+    model: &str,
+    assumed_output: u32,
+) -> Option<u64> {
+    let price = crate::router::price_of(&state.models, &state.ledger.prices, model)?;
+    let output = chat
+        .max_completion_tokens
+        .or(chat.max_tokens)
+        .unwrap_or(assumed_output);
+    let choices = u64::from(chat.n.unwrap_or(1));
+    Some(crate::ledger::Prices::cost(
+        price,
+        u64::from(chat.estimate_prompt_tokens()),
+        u64::from(output) * choices,
+        0,
+    ))
+}
+
+fn usd(pusd: u64) -> String {
+    format!("${:.6}", crate::ledger::record::pusd_to_usd(pusd))
+}
+
+fn over_cost(model: &str, est: u64, ceiling: u64) -> ApiError {
+    ApiError::MaxCostExceeded(format!(
+        "The estimated cost of this request with `{model}` ({}) is over its max_cost ({}); lower max_tokens or raise max_cost.",
+        usd(est),
+        usd(ceiling)
+    ))
+}
+
+fn unpriced(model: &str) -> ApiError {
+    ApiError::MaxCostExceeded(format!(
+        "max_cost cannot be checked: no price is known for `{model}` (set one under [prices.models])."
+    ))
+}
+
+/// The decision if its estimate fits under `ceiling`; else, by policy, the costliest tier
+/// that fits (reason `max_cost:<was>`) or a refusal.
+fn within_cost(
+    state: &AppState,
+    policy: &crate::router::policy::Policy,
+    chat: &ChatRequest,
+    decision: crate::router::policy::Decision,
+    ceiling: u64,
+) -> Result<crate::router::policy::Decision, ApiError> {
+    let assumed = policy.raw.assumed_output_tokens;
+    let est = estimate_pusd(state, chat, &decision.model, assumed);
+    if est.is_some_and(|e| e <= ceiling) {
+        return Ok(decision);
+    }
+    let refuse = || match est {
+        Some(e) => over_cost(&decision.model, e, ceiling),
+        None => unpriced(&decision.model),
+    };
+    if policy.raw.on_max_cost == crate::router::policy::OverCost::Reject {
+        return Err(refuse());
+    }
+    let best = policy
+        .tiers()
+        .filter_map(|(tier, model)| {
+            let e = estimate_pusd(state, chat, model, assumed)?;
+            (e <= ceiling).then_some((e, tier))
+        })
+        .max_by_key(|(e, _)| *e);
+    match best {
+        Some((_, tier)) => Ok(policy.to_tier(
+            tier,
+            format!("max_cost:{}", decision.reason),
+            decision.score,
+        )),
+        None => Err(refuse()),
     }
 }
 

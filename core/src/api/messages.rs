@@ -287,6 +287,7 @@ fn to_internal(r: MessagesRequest) -> Result<ChatRequest, ApiError> {
         tools: r.tools.map(|t| t.iter().map(convert_tool).collect()),
         tool_choice: r.tool_choice.as_ref().and_then(convert_tool_choice),
         stream_options: None,
+        max_cost: None,
         extra,
         dialect: Dialect::Anthropic,
     })

@@ -100,6 +100,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/admin/requests/{id}", web::get().to(admin::request))
     .route("/admin/events", web::get().to(admin::events))
     .route("/admin/routing/simulate", web::post().to(admin::simulate))
+    .route("/admin/routing/outcomes", web::get().to(admin::outcomes))
     .service(
         web::resource("/admin/routing/policy")
             .route(web::get().to(admin::get_policy))

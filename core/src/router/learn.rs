@@ -254,3 +254,131 @@ pub fn evaluate(opts: &EvalOptions, log: &mut impl Write) -> anyhow::Result<Vec<
     )?;
     Ok(report)
 }
+
+/// Settings of `switchyard router train`.
+#[derive(Debug, Clone)]
+pub struct TrainSources {
+    /// Labelled JSONL (`prompt`, `weak_correct`, `strong_correct`), if any.
+    pub data: Option<PathBuf>,
+    /// Where the MiniLM weights are (for `data`).
+    pub models_dir: PathBuf,
+    /// Scorer inputs and 0/1 labels from the ledger's cascade outcomes.
+    pub outcomes: Vec<(Vec<f32>, f32)>,
+    /// Where the scorer goes.
+    pub out: PathBuf,
+}
+
+fn log_loss(scorer: &Scorer, xs: &[Vec<f32>], ys: &[f32]) -> f64 {
+    let n = xs.len().max(1) as f64;
+    xs.iter()
+        .zip(ys)
+        .map(|(x, y)| {
+            let p = f64::from(scorer.score(x)).clamp(1e-6, 1.0 - 1e-6);
+            -(f64::from(*y) * p.ln() + (1.0 - f64::from(*y)) * (1.0 - p).ln())
+        })
+        .sum::<f64>()
+        / n
+}
+
+/// Train the deployable scorer on every labelled row given (a file's prompts and/or the
+/// ledger's outcomes): the L2 penalty is picked by validation log-loss on a fifth of the rows,
+/// then the scorer is fitted on all of them and written as a versioned file.
+pub fn train(src: &TrainSources, log: &mut impl Write) -> anyhow::Result<Scorer> {
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    let mut what = Vec::new();
+    if let Some(data) = &src.data {
+        let examples = load_examples(data)?;
+        let opts = EvalOptions {
+            data: data.clone(),
+            holdout: 0.0,
+            seed: 0,
+            models_dir: src.models_dir.clone(),
+            out: None,
+        };
+        let emb = embeddings(&opts, &examples, log)?;
+        for (e, ex) in emb.iter().zip(&examples) {
+            xs.push(features(e, &ex.prompt));
+            ys.push(label(ex));
+        }
+        what.push(format!(
+            "{} labelled prompts ({})",
+            examples.len(),
+            data.display()
+        ));
+    }
+    if !src.outcomes.is_empty() {
+        let mut used = 0usize;
+        for (x, y) in &src.outcomes {
+            if xs.first().is_none_or(|f: &Vec<f32>| f.len() == x.len()) {
+                xs.push(x.clone());
+                ys.push(*y);
+                used += 1;
+            }
+        }
+        what.push(format!("{used} ledger outcomes"));
+    }
+    anyhow::ensure!(
+        xs.len() >= 20,
+        "need at least 20 labelled rows to train (have {})",
+        xs.len()
+    );
+    let positives = ys.iter().filter(|y| **y > 0.5).count();
+    anyhow::ensure!(
+        positives > 0 && positives < ys.len(),
+        "the labels are all {}: nothing to learn",
+        if positives == 0 { "0" } else { "1" }
+    );
+    let order = shuffled(xs.len(), 7);
+    let (val, fit) = order.split_at(xs.len() / 5);
+    let rows = |idx: &[usize]| -> (Vec<Vec<f32>>, Vec<f32>) {
+        (
+            idx.iter().map(|&i| xs[i].clone()).collect(),
+            idx.iter().map(|&i| ys[i]).collect(),
+        )
+    };
+    let ((fx, fy), (vx, vy)) = (rows(fit), rows(val));
+    let mut best = (f64::INFINITY, 1e-2f32);
+    for l2 in [1e-3f32, 1e-2, 1e-1] {
+        let s = Scorer::train(
+            &fx,
+            &fy,
+            TrainOptions {
+                l2,
+                ..TrainOptions::default()
+            },
+        )?;
+        let loss = log_loss(&s, &vx, &vy);
+        writeln!(log, "validation: l2={l2}: log-loss {loss:.4}")?;
+        if loss < best.0 {
+            best = (loss, l2);
+        }
+    }
+    let mut scorer = Scorer::train(
+        &xs,
+        &ys,
+        TrainOptions {
+            l2: best.1,
+            ..TrainOptions::default()
+        },
+    )?;
+    scorer.trained = Some(format!(
+        "{} by switchyard {}: {} rows ({} positive) from {}; l2={}",
+        chrono_now(),
+        env!("CARGO_PKG_VERSION"),
+        xs.len(),
+        positives,
+        what.join(" + "),
+        best.1
+    ));
+    if let Some(dir) = src.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    scorer.save(&src.out)?;
+    writeln!(log, "scorer written to {}", src.out.display())?;
+    Ok(scorer)
+}
+
+/// Now as RFC 3339 UTC, seconds precision.
+fn chrono_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

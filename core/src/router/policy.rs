@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::types::{ChatRequest, Content, Role};
 
 /// `[routing]` as written (TOML or the admin API's JSON).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
     /// The model name that asks for routing.
@@ -41,6 +41,59 @@ pub struct RawRouting {
     /// Hard rules, first match wins.
     #[serde(default)]
     pub rules: Vec<RawRule>,
+    /// Target share of scored calls for the strong tier: the threshold is calibrated to the
+    /// scores of the recent routed calls (the last `calibrate_calls` with features) so that
+    /// this share would have gone strong. Replaces `threshold` once there are enough calls.
+    #[serde(default)]
+    pub strong_share: Option<f64>,
+    /// How many recent routed calls calibrate the threshold (default 2,000).
+    #[serde(default = "calibrate_calls")]
+    pub calibrate_calls: usize,
+    /// What a request whose estimated cost is over its `max_cost` gets: `downgrade` (the
+    /// costliest tier that fits) or `reject`.
+    #[serde(default)]
+    pub on_max_cost: OverCost,
+    /// Completion tokens assumed for cost estimates when a request sets no `max_tokens`.
+    #[serde(default = "assumed_output_tokens")]
+    pub assumed_output_tokens: u32,
+}
+
+/// What to do when a request's estimate is over its `max_cost`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OverCost {
+    /// Use the costliest tier whose estimate fits.
+    #[default]
+    Downgrade,
+    /// Refuse with `max_cost_exceeded`.
+    Reject,
+}
+
+impl Default for RawRouting {
+    /// The same defaults as an empty `[routing]` table.
+    fn default() -> Self {
+        Self {
+            model: auto(),
+            tiers: BTreeMap::new(),
+            weak: String::new(),
+            strong: String::new(),
+            threshold: half(),
+            thresholds: BTreeMap::new(),
+            scorer: None,
+            rules: Vec::new(),
+            strong_share: None,
+            calibrate_calls: calibrate_calls(),
+            on_max_cost: OverCost::default(),
+            assumed_output_tokens: assumed_output_tokens(),
+        }
+    }
+}
+
+fn calibrate_calls() -> usize {
+    2000
+}
+fn assumed_output_tokens() -> u32 {
+    256
 }
 
 fn auto() -> String {
@@ -82,11 +135,29 @@ pub struct RawRule {
 }
 
 /// A validated policy.
+#[derive(Clone)]
 pub struct Policy {
     /// As written.
     pub raw: RawRouting,
-    scorer: Option<Scorer>,
+    scorer: Option<Arc<Scorer>>,
+    /// The threshold in force: `raw.threshold`, or the calibrated one.
+    threshold: f64,
+    calibration: Option<Calibration>,
 }
+
+/// The result of calibrating the threshold to a strong-tier share.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Calibration {
+    /// The threshold that sends `strong_share` of the calls to the strong tier.
+    pub threshold: f64,
+    /// Calls it was calibrated on.
+    pub calls: usize,
+    /// The share those calls would have sent strong at that threshold.
+    pub achieved_share: f64,
+}
+
+/// Fewest scored calls a calibration trusts; with fewer, `threshold` stays in force.
+pub const MIN_CALIBRATION_CALLS: usize = 20;
 
 /// Where a request goes and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +224,27 @@ impl Policy {
         if !in_range(raw.threshold) {
             return Err(invalid("threshold", "must be in [0, 1]"));
         }
+        if raw.strong_share.is_some_and(|s| !in_range(s)) {
+            return Err(invalid("strong_share", "must be in [0, 1]"));
+        }
+        if raw.strong_share.is_some() && raw.scorer.is_none() {
+            return Err(invalid(
+                "strong_share",
+                "needs a `scorer`: the share is calibrated on its scores",
+            ));
+        }
+        if !(MIN_CALIBRATION_CALLS..=100_000).contains(&raw.calibrate_calls) {
+            return Err(invalid(
+                "calibrate_calls",
+                format!("must be between {MIN_CALIBRATION_CALLS} and 100000"),
+            ));
+        }
+        if !(1..=1_000_000).contains(&raw.assumed_output_tokens) {
+            return Err(invalid(
+                "assumed_output_tokens",
+                "must be between 1 and 1000000",
+            ));
+        }
         for (tenant, t) in &raw.thresholds {
             if !in_range(*t) {
                 return Err(invalid(format!("thresholds.{tenant}"), "must be in [0, 1]"));
@@ -183,10 +275,82 @@ impl Policy {
             }
         }
         let scorer = match &raw.scorer {
-            Some(path) => Some(Scorer::load(path).map_err(|e| invalid("scorer", e.to_string()))?),
+            Some(path) => Some(Arc::new(
+                Scorer::load(path).map_err(|e| invalid("scorer", e.to_string()))?,
+            )),
             None => None,
         };
-        Ok(Self { raw, scorer })
+        Ok(Self {
+            threshold: raw.threshold,
+            raw,
+            scorer,
+            calibration: None,
+        })
+    }
+
+    /// This policy with its threshold calibrated on recent calls' scorer inputs (newest
+    /// first), when it asks for a strong share and there are enough scored calls; otherwise
+    /// unchanged.
+    pub fn calibrated<'a>(mut self, recent: impl Iterator<Item = &'a [f32]>) -> Self {
+        let (Some(share), Some(scorer)) = (self.raw.strong_share, &self.scorer) else {
+            return self;
+        };
+        let mut scores: Vec<f32> = recent
+            .filter(|f| f.len() == scorer.weights.len())
+            .take(self.raw.calibrate_calls)
+            .map(|f| scorer.score(f))
+            .collect();
+        if scores.len() < MIN_CALIBRATION_CALLS {
+            return self;
+        }
+        scores.sort_by(f32::total_cmp);
+        let n = scores.len();
+        // The `share` highest scores go strong: the threshold is the lowest of them.
+        let strong = ((share * n as f64).round() as usize).min(n);
+        let threshold = if strong == 0 {
+            // Above every score seen (a score of exactly 1.0 still goes strong).
+            1.0
+        } else {
+            f64::from(scores[n - strong])
+        };
+        let achieved = scores
+            .iter()
+            .filter(|&&s| f64::from(s) >= threshold)
+            .count();
+        self.threshold = threshold;
+        self.calibration = Some(Calibration {
+            threshold,
+            calls: n,
+            achieved_share: achieved as f64 / n as f64,
+        });
+        self
+    }
+
+    /// The calibration in force, if any.
+    pub fn calibration(&self) -> Option<Calibration> {
+        self.calibration
+    }
+
+    /// The policy as written plus its calibration, for the admin API.
+    pub fn view(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.raw).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert(
+                "calibration".to_owned(),
+                serde_json::to_value(self.calibration).unwrap_or_default(),
+            );
+        }
+        v
+    }
+
+    /// Tier names with their models, for `max_cost` downgrades.
+    pub fn tiers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.raw.tiers.iter().map(|(t, m)| (t.as_str(), m.as_str()))
+    }
+
+    /// A decision for a named tier, with the reason given.
+    pub fn to_tier(&self, name: &str, reason: String, score: Option<f32>) -> Decision {
+        self.tier(name, reason, score)
     }
 
     /// Whether a request asks for routing.
@@ -251,7 +415,7 @@ impl Policy {
             .thresholds
             .get(&x.tenant)
             .copied()
-            .unwrap_or(self.raw.threshold);
+            .unwrap_or(self.threshold);
         let tier = if f64::from(score) >= threshold {
             &self.raw.strong
         } else {

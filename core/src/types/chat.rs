@@ -49,6 +49,9 @@ pub struct ChatRequest {
     /// Streaming options (e.g. `include_usage`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<Value>,
+    /// Switchyard extension: the most this call may cost, in USD (never sent upstream).
+    #[serde(default, skip_serializing)]
+    pub max_cost: Option<f64>,
     /// Everything else, passed through.
     #[serde(flatten)]
     pub extra: Extra,
@@ -91,6 +94,15 @@ impl ChatRequest {
     /// A rough token count for client-side TPM limits: four characters per token for the
     /// prompt, plus the completion budget (or 256 when none is set).
     pub fn estimate_tokens(&self) -> u32 {
+        let out = self
+            .max_completion_tokens
+            .or(self.max_tokens)
+            .unwrap_or(256);
+        self.estimate_prompt_tokens().saturating_add(out)
+    }
+
+    /// A rough prompt token count: four characters per token.
+    pub fn estimate_prompt_tokens(&self) -> u32 {
         let chars: usize = self
             .messages
             .iter()
@@ -104,13 +116,7 @@ impl ChatRequest {
                     .sum(),
             })
             .sum();
-        let out = self
-            .max_completion_tokens
-            .or(self.max_tokens)
-            .unwrap_or(256);
-        u32::try_from(chars / 4)
-            .unwrap_or(u32::MAX)
-            .saturating_add(out)
+        u32::try_from(chars / 4).unwrap_or(u32::MAX)
     }
 }
 
