@@ -58,6 +58,12 @@ pub enum Command {
         #[command(subcommand)]
         command: RouterCommand,
     },
+    /// Semantic cache tools.
+    Cache {
+        /// What to do.
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Print the `sha256:` hash of an API key read from standard input, for `[[auth.keys]]`.
     HashKey {
         /// Generate a new random key and print it with its hash instead of reading one.
@@ -128,6 +134,63 @@ pub enum RouterCommand {
         #[arg(long, env = "SWITCHYARD_ADMIN_KEY", hide_env_values = true)]
         key: Option<String>,
     },
+}
+
+/// `switchyard cache ...`
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Train the semantic-cache verifier on labelled question pairs and report precision and
+    /// recall on a held-out split, beside plain cosine thresholds.
+    Eval {
+        /// JSONL (or .jsonl.gz) with `text_a`, `text_b`, `label` per line.
+        #[arg(long)]
+        data: PathBuf,
+        /// Use at most this many pairs (from the top of the file).
+        #[arg(long, default_value_t = 12_000)]
+        limit: usize,
+        /// Share held out for the test.
+        #[arg(long, default_value_t = 0.3)]
+        holdout: f64,
+        /// Split seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Precision the threshold is chosen for (on validation pairs).
+        #[arg(long, default_value_t = 0.96)]
+        target_precision: f32,
+        /// Write the verifier here (versioned JSON, for `[cache] verifier`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Folder with the MiniLM weights (default: `$SWITCHYARD_MODELS_DIR`).
+        #[arg(long)]
+        models_dir: Option<PathBuf>,
+    },
+}
+
+/// `cache eval`: train, evaluate, print the report table.
+pub fn cache_eval(
+    opts: &crate::cache::learn::EvalOptions,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        opts.holdout > 0.0 && opts.holdout < 1.0,
+        "--holdout must be between 0 and 1"
+    );
+    anyhow::ensure!(
+        opts.target_precision > 0.5 && opts.target_precision < 1.0,
+        "--target-precision must be between 0.5 and 1"
+    );
+    let (report, _) = crate::cache::learn::evaluate(opts, &mut std::io::stderr())?;
+    let mut t = table(&["rule", "threshold", "precision", "recall"]);
+    for m in &report {
+        t.add_row(vec![
+            m.name.clone(),
+            format!("{:.3}", m.threshold),
+            format!("{:.3}", m.precision),
+            format!("{:.3}", m.recall),
+        ]);
+    }
+    writeln!(out, "{t}")?;
+    Ok(())
 }
 
 /// `router eval`: train, evaluate, print the report table.

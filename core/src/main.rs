@@ -85,6 +85,29 @@ fn main() -> anyhow::Result<()> {
             models_dir.unwrap_or_else(switchyard_models::ModelStore::default_dir),
             &mut std::io::stdout(),
         ),
+        Command::Cache {
+            command:
+                cli::CacheCommand::Eval {
+                    data,
+                    limit,
+                    holdout,
+                    seed,
+                    target_precision,
+                    out,
+                    models_dir,
+                },
+        } => cli::cache_eval(
+            &switchyard_core::cache::learn::EvalOptions {
+                data,
+                limit,
+                holdout,
+                seed,
+                target_precision,
+                out,
+                models_dir: models_dir.unwrap_or_else(switchyard_models::ModelStore::default_dir),
+            },
+            &mut std::io::stdout(),
+        ),
         Command::CheckConfig { file } => Ok(cli::check_config(&file, &mut std::io::stdout())?),
         Command::HashKey { generate } => Ok(cli::hash_key_command(
             generate,

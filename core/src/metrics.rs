@@ -43,6 +43,10 @@ pub struct Metrics {
     pub events: IntCounterVec,
     /// Budget enforcement actions (`reject`, `downgrade`).
     pub budget_actions: IntCounterVec,
+    /// The response cache's size: `entries`, `bytes`, `semantic_entries`.
+    pub cache_state: IntGaugeVec,
+    /// Cache entries removed, by reason (`size`, `ttl`, `purge`, `corrupt`).
+    pub cache_removed: IntCounterVec,
     models_seen: Mutex<HashSet<String>>,
 }
 
@@ -218,6 +222,26 @@ impl Metrics {
                         "Calls refused or downgraded by a spend budget.",
                     ),
                     &["action"],
+                )?,
+            )?,
+            cache_state: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "switchyard_cache_state",
+                        "Response cache size: entries, bytes, semantic_entries.",
+                    ),
+                    &["kind"],
+                )?,
+            )?,
+            cache_removed: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "switchyard_cache_removed_total",
+                        "Cache entries removed by reason: size, ttl, purge, corrupt.",
+                    ),
+                    &["reason"],
                 )?,
             )?,
             registry: r,

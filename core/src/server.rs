@@ -28,6 +28,9 @@ pub enum StartError {
     /// The ledger could not be opened.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::StoreError),
+    /// The cache could not open.
+    #[error("cache: {0}")]
+    Cache(#[from] crate::cache::CacheError),
     /// The routing policy is invalid.
     #[error("routing policy: {0}")]
     Routing(crate::error::ApiError),
@@ -87,6 +90,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         storage.db(),
         metrics,
     )?);
+    let cache = Arc::new(
+        crate::cache::Cache::open(
+            config.cache.clone(),
+            storage.db(),
+            Arc::clone(&ledger.metrics),
+        )
+        .map_err(StartError::Cache)?,
+    );
     let models = Arc::new(ModelMap::new(&config, &registry));
     let routing: crate::router::policy::PolicySlot = Arc::default();
     if let Some(raw) = config.routing.clone() {
@@ -112,6 +123,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         local: registry.local.clone(),
         ledger,
         routing,
+        cache,
         upstreams,
         started_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -15,6 +15,7 @@ pub mod generate;
 pub mod router;
 pub mod store;
 pub mod summarize;
+pub mod verify;
 
 pub use device::{select_device, DeviceChoice};
 pub use embed::Embedder;

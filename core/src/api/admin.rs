@@ -512,3 +512,39 @@ pub async fn outcomes(
         .collect();
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
 }
+
+/// `GET /admin/cache/stats`: entries, bytes and hits per tenant, and how each tenant's semantic
+/// partitions are searched.
+pub async fn cache_stats(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let stats = state
+        .cache
+        .stats()
+        .await
+        .ok_or_else(|| ApiError::Internal("the cache actor is not running".to_owned()))?;
+    Ok(HttpResponse::Ok().json(stats))
+}
+
+/// `POST /admin/cache/purge {"tenant", "model", "older_than_s", "key"}`: remove the entries
+/// matching every filter given (`{}` empties the cache); answers how many went.
+pub async fn cache_purge(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let purge: crate::cache::Purge = admin_body(&state, &req, payload).await?;
+    if let Some(k) = &purge.key {
+        if k.len() != 64 || hex::decode(k).is_err() {
+            return Err(ApiError::param("key", "'key' must be 64 hex characters."));
+        }
+    }
+    let removed = state
+        .cache
+        .purge(purge)
+        .await
+        .ok_or_else(|| ApiError::Internal("the cache actor is not running".to_owned()))?;
+    Ok(HttpResponse::Ok().json(json!({"removed": removed})))
+}

@@ -47,6 +47,9 @@ struct Draft {
     route_header: Option<String>,
     route_inputs: Option<crate::router::policy::RouteInputs>,
     cache: CacheOutcome,
+    cache_detail: Option<String>,
+    cache_key: Option<String>,
+    saved_pusd: Option<u64>,
     streamed: bool,
     usage: Option<(u64, u64, u64)>,
     request: Option<ChatRequest>,
@@ -104,6 +107,9 @@ impl Call {
             route_header: None,
             route_inputs: None,
             cache: CacheOutcome::Bypass,
+            cache_detail: None,
+            cache_key: None,
+            saved_pusd: None,
             streamed: false,
             usage: None,
             request: None,
@@ -180,6 +186,48 @@ impl Call {
             if !d.streamed {
                 out = d.usage.map(|(p, c, k)| d.cost(prices, p, c, k));
             }
+        });
+        out
+    }
+
+    /// The cache was consulted: a miss, or a hit that saved what its original call cost
+    /// (`detail` says which entry and how close, for the record and the header).
+    pub fn cache(&self, outcome: CacheOutcome, saved_pusd: Option<u64>, detail: Option<String>) {
+        self.with(|d| {
+            d.cache = outcome;
+            d.saved_pusd = saved_pusd;
+            if let Some(detail) = detail {
+                if outcome != CacheOutcome::Miss {
+                    d.route_reason = Some(detail.clone());
+                }
+                d.cache_detail = Some(detail);
+            }
+        });
+    }
+
+    /// The request's exact cache key (hex), for `x-switchyard-cache-key` and purges.
+    pub fn cache_key(&self, key: &[u8; 32]) {
+        self.with(|d| d.cache_key = Some(hex::encode(key)));
+    }
+
+    /// The exact cache key, when the cache took part.
+    pub fn cache_key_hex(&self) -> Option<String> {
+        let mut out = None;
+        self.with(|d| out.clone_from(&d.cache_key));
+        out
+    }
+
+    /// `x-switchyard-cache`: the outcome, and for semantic hits the verifier's score.
+    pub fn cache_header(&self) -> String {
+        let mut out = String::new();
+        self.with(|d| {
+            out = match &d.cache_detail {
+                Some(detail) if d.cache != CacheOutcome::HitExact => {
+                    let rest = detail.split_once(':').map_or("", |(_, r)| r);
+                    format!("{}; {rest}", d.cache.as_str())
+                }
+                _ => d.cache.as_str().to_owned(),
+            };
         });
         out
     }
@@ -345,11 +393,12 @@ impl Draft {
         };
         let prices = &state.ledger.prices;
         let cost = self.cost(prices, prompt, completion, cached);
-        let savings = match self.tier {
-            Tier::Local | Tier::Cache => prices
+        let savings = match (self.tier, self.saved_pusd) {
+            (Tier::Cache, Some(saved)) => saved,
+            (Tier::Local | Tier::Cache, _) => prices
                 .baseline()
                 .map_or(0, |p| Prices::cost(p, prompt, completion, 0)),
-            Tier::Cloud | Tier::None => 0,
+            (Tier::Cloud | Tier::None, _) => 0,
         };
         let failed = self.status >= 400 || self.stream_failed;
         let outcome = match outcome_hint {
@@ -467,6 +516,8 @@ impl<B> Drop for LedgerBody<B> {
                     route_reason: d.route_reason.take(),
                     route_header: d.route_header.take(),
                     route_inputs: d.route_inputs.take(),
+                    cache_detail: d.cache_detail.take(),
+                    cache_key: d.cache_key.take(),
                     ..*d
                 };
                 taken.started = d.started;

@@ -9,7 +9,7 @@ use super::body::read_request;
 use super::call::Call;
 use super::AppState;
 use crate::error::ApiError;
-use crate::ledger::{Tier, Verdict};
+use crate::ledger::{CacheOutcome, Tier, Verdict};
 use crate::providers::chain::{self, Served};
 use crate::types::{ChatRequest, ChatResponse, Role, Stop};
 
@@ -150,10 +150,244 @@ pub async fn dispatch(
     state: &AppState,
     req: &HttpRequest,
     principal: &Principal,
-    mut chat: ChatRequest,
+    chat: ChatRequest,
     call: &Call,
 ) -> Result<Dispatched, ApiError> {
     let max_cost = max_cost(req, &chat)?;
+    let plan = cache_plan(state, req, principal, &chat)?;
+    let mut question_embedding = None;
+    if let Some(plan) = &plan {
+        call.cache_key(&plan.key);
+        if plan.mode.reads() {
+            if let Some(e) = state.cache.get(&plan.tenant, &plan.key) {
+                return cache_hit(call, chat, e, None);
+            }
+        }
+        if let Some((partition, question)) = &plan.semantic {
+            question_embedding = embed_prompt(state, question).await;
+            if let (true, Some(emb)) = (plan.mode.reads(), &question_embedding) {
+                let found = state
+                    .cache
+                    .semantic(&plan.tenant, partition, emb.clone(), question.clone())
+                    .await;
+                match found {
+                    Ok((e, hit)) => return cache_hit(call, chat, e, Some(hit)),
+                    Err(nearest) => {
+                        call.cache(
+                            CacheOutcome::Miss,
+                            None,
+                            nearest.map(|n| format!("cache_miss:nearest={n:.3}")),
+                        );
+                    }
+                }
+            }
+        }
+        if call.cache_outcome() != CacheOutcome::Miss {
+            call.cache(CacheOutcome::Miss, None, None);
+        }
+    }
+    let result = answer(
+        state,
+        req,
+        principal,
+        chat,
+        call,
+        max_cost,
+        question_embedding.clone(),
+    )
+    .await?;
+    Ok(match (plan, result) {
+        (Some(plan), result) if plan.mode.writes() => {
+            store(state, plan, question_embedding, result)
+        }
+        (_, result) => result,
+    })
+}
+
+/// Header choosing a request's cache mode: `on`, `off`, `read-only`, `write-only`, `refresh`.
+/// (The response carries the outcome under the same name.)
+pub const CACHE_HEADER: &str = "x-switchyard-cache";
+
+/// What the cache does for one request.
+struct CachePlan {
+    mode: crate::cache::Mode,
+    tenant: String,
+    key: [u8; 32],
+    model: String,
+    ttl_s: u64,
+    /// Semantic partition and question, when the request may be answered semantically.
+    semantic: Option<(String, String)>,
+}
+
+/// Whether and how the cache takes part: the request's header, else the tenant's and model's
+/// mode; only temperature-0 requests unless the header asks or the config allows sampled ones.
+fn cache_plan(
+    state: &AppState,
+    req: &HttpRequest,
+    principal: &Principal,
+    chat: &ChatRequest,
+) -> Result<Option<CachePlan>, ApiError> {
+    use crate::cache::Mode;
+    let asked = match req.headers().get(CACHE_HEADER) {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(Mode::parse).ok_or_else(|| {
+            ApiError::param(
+                CACHE_HEADER,
+                format!("'{CACHE_HEADER}' must be one of on, off, read-only, write-only, refresh."),
+            )
+        })?),
+    };
+    let cfg = &state.cache.config;
+    let eff = cfg.effective(&principal.tenant, &chat.model);
+    let mode = if cfg.enabled {
+        asked.unwrap_or(eff.mode)
+    } else {
+        Mode::Off
+    };
+    let deterministic = chat.temperature.is_some_and(|t| t == 0.0);
+    if mode == Mode::Off || !(deterministic || asked.is_some() || eff.nondeterministic) {
+        return Ok(None);
+    }
+    let semantic = (eff.semantic && state.local.embed.is_some())
+        .then(|| crate::cache::key::question(chat))
+        .flatten()
+        .map(|q| (crate::cache::key::partition(chat), q));
+    Ok(Some(CachePlan {
+        mode,
+        tenant: principal.tenant.clone(),
+        key: crate::cache::key::exact_key(chat),
+        model: chat.model.clone(),
+        ttl_s: eff.ttl_s,
+        semantic,
+    }))
+}
+
+/// Answer from a cache entry, as JSON or as a replayed stream.
+fn cache_hit(
+    call: &Call,
+    chat: ChatRequest,
+    entry: crate::cache::Entry,
+    semantic: Option<crate::cache::SemanticHit>,
+) -> Result<Dispatched, ApiError> {
+    let mut answer: ChatResponse = serde_json::from_slice(&entry.response)
+        .map_err(|e| ApiError::Internal(format!("cached answer: {e}")))?;
+    answer.id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    answer.created = crate::ledger::now_us() / 1_000_000;
+    let served = crate::cache::stream::served_by_cache(&entry.upstream_model);
+    let (outcome, detail) = match semantic {
+        Some(h) => (
+            crate::ledger::CacheOutcome::HitSemantic,
+            format!(
+                "cache_semantic:score={:.3}; cosine={:.3}",
+                h.probability, h.cosine
+            ),
+        ),
+        None => (
+            crate::ledger::CacheOutcome::HitExact,
+            "cache_exact".to_owned(),
+        ),
+    };
+    call.cache(outcome, Some(entry.cost_pusd), Some(detail));
+    call.served(&served, Tier::Cache, "cache");
+    if chat.stream {
+        let start = crate::cache::stream::replay(answer, served);
+        Ok(Dispatched::Stream(call.stream(start, chat)))
+    } else {
+        call.answer(&answer, chat);
+        Ok(Dispatched::Whole {
+            answer,
+            served,
+            confidence: None,
+        })
+    }
+}
+
+/// Store what answering produced: whole answers now, streams once they end complete.
+fn store(
+    state: &AppState,
+    plan: CachePlan,
+    embedding: Option<Vec<f32>>,
+    result: Dispatched,
+) -> Dispatched {
+    let cache = std::sync::Arc::clone(&state.cache);
+    let prices = state.ledger.prices.clone();
+    let semantic = match (plan.semantic, embedding) {
+        (Some((partition, question)), Some(embedding)) => Some(crate::cache::Semantic {
+            partition,
+            question,
+            embedding,
+        }),
+        _ => None,
+    };
+    let put = move |answer: &ChatResponse, served: &Served| {
+        let now = crate::ledger::now_us() / 1_000_000;
+        let (prompt, completion, cached) = answer.usage.as_ref().map_or((0, 0, 0), |u| {
+            (u.prompt_tokens, u.completion_tokens, u.cached_tokens())
+        });
+        let cost = if served.provider == "local" {
+            0
+        } else {
+            prices
+                .lookup(&[
+                    &format!("{}/{}", served.provider, served.model),
+                    &served.model,
+                    &plan.model,
+                ])
+                .map_or(0, |p| {
+                    crate::ledger::Prices::cost(p, prompt, completion, cached)
+                })
+        };
+        let Ok(response) = serde_json::to_vec(answer) else {
+            return;
+        };
+        cache.put(
+            &plan.tenant,
+            plan.key,
+            crate::cache::Entry {
+                created_s: now,
+                expires_s: if plan.ttl_s == 0 { 0 } else { now + plan.ttl_s },
+                model: plan.model.clone(),
+                provider: served.provider.clone(),
+                upstream_model: served.model.clone(),
+                semantic: semantic.clone(),
+                response,
+                cost_pusd: cost,
+            },
+        );
+    };
+    match result {
+        Dispatched::Whole {
+            answer,
+            served,
+            confidence,
+        } => {
+            put(&answer, &served);
+            Dispatched::Whole {
+                answer,
+                served,
+                confidence,
+            }
+        }
+        Dispatched::Stream(start) => {
+            let served = start.served.clone();
+            Dispatched::Stream(crate::cache::stream::tee(start, move |answer| {
+                put(&answer, &served);
+            }))
+        }
+    }
+}
+
+/// Answer a request the cache did not: budgets, routing, local or upstream.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    state: &AppState,
+    req: &HttpRequest,
+    principal: &Principal,
+    mut chat: ChatRequest,
+    call: &Call,
+    max_cost: Option<u64>,
+    question_embedding: Option<Vec<f32>>,
+) -> Result<Dispatched, ApiError> {
     let budgets = &state.ledger.budgets;
     if !budgets.is_empty() {
         let day = crate::ledger::today();
@@ -189,8 +423,17 @@ pub async fn dispatch(
         // The embedding is made whenever a scorer is configured, even when a rule decides,
         // so the what-if simulator can replay any candidate policy on this call.
         if policy.wants_embedding() {
+            // One embedding per request: the question's, which the semantic cache made
+            // already when it looked.
             let text = crate::router::policy::prompt_text(&chat);
-            if let Some(e) = embed_prompt(state, &text).await {
+            let e = match question_embedding {
+                Some(e) => Some(e),
+                None => {
+                    let q = crate::cache::key::question(&chat).unwrap_or_else(|| text.clone());
+                    embed_prompt(state, &q).await
+                }
+            };
+            if let Some(e) = e {
                 inputs.features = Some(switchyard_models::router::features(&e, &text));
             }
         }
@@ -519,7 +762,12 @@ pub(crate) fn call_headers(
     {
         resp.insert_header(("x-switchyard-route", h));
     }
-    resp.insert_header(("x-switchyard-cache", call.cache_outcome().as_str()));
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&call.cache_header()) {
+        resp.insert_header(("x-switchyard-cache", v));
+    }
+    if let Some(k) = call.cache_key_hex() {
+        resp.insert_header(("x-switchyard-cache-key", k));
+    }
     if let Some(c) = call.cost_pusd(&state.ledger.prices) {
         let usd = crate::ledger::record::pusd_to_usd(c);
         resp.insert_header(("x-switchyard-cost-usd", format!("{usd:.8}")));

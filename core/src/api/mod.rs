@@ -48,6 +48,8 @@ pub struct AppState {
     pub ledger: Arc<crate::ledger::Ledger>,
     /// The routing policy in force (replaced whole by `PUT /admin/routing/policy`).
     pub routing: crate::router::policy::PolicySlot,
+    /// The response cache.
+    pub cache: Arc<crate::cache::Cache>,
     /// Every upstream's shared state (health and breaker gauges).
     pub upstreams: Vec<Arc<crate::providers::Upstream>>,
     /// Start time, unix seconds (the `created` of model objects).
@@ -101,6 +103,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/admin/events", web::get().to(admin::events))
     .route("/admin/routing/simulate", web::post().to(admin::simulate))
     .route("/admin/routing/outcomes", web::get().to(admin::outcomes))
+    .route("/admin/cache/stats", web::get().to(admin::cache_stats))
+    .route("/admin/cache/purge", web::post().to(admin::cache_purge))
     .service(
         web::resource("/admin/routing/policy")
             .route(web::get().to(admin::get_policy))

@@ -101,6 +101,9 @@ pub struct RawConfig {
     /// `[routing]`: tiers, rules and the learned scorer for the routing model (`auto`).
     #[serde(default)]
     pub routing: Option<crate::router::policy::RawRouting>,
+    /// `[cache]`.
+    #[serde(default)]
+    pub cache: crate::cache::RawCache,
 }
 
 /// `[local]`
@@ -485,6 +488,8 @@ pub struct Config {
     pub observability: ObservabilityConfig,
     /// Routing policy as written (checked against the models when the runtime starts).
     pub routing: Option<crate::router::policy::RawRouting>,
+    /// The response cache.
+    pub cache: crate::cache::RawCache,
 }
 
 /// Validated `[local]`.
@@ -935,6 +940,7 @@ impl Config {
             latency_budgets,
             observability,
             routing: raw.routing,
+            cache: raw.cache,
         })
     }
 }

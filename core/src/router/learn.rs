@@ -42,33 +42,59 @@ fn embeddings(
     examples: &[Example],
     log: &mut impl Write,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
-    let bytes = std::fs::read(&opts.data)?;
-    let cache = cache_path(&opts.data, &bytes);
+    let texts: Vec<&str> = examples.iter().map(|e| e.prompt.as_str()).collect();
+    embed_cached(&opts.data, &texts, &opts.models_dir, log)
+}
+
+/// MiniLM embeddings of `texts` (taken from the file `data`), cached on disk under a digest of
+/// the texts, with progress on `log`.
+pub fn embed_cached(
+    data: &Path,
+    texts: &[&str],
+    models_dir: &Path,
+    log: &mut impl Write,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut digest = Sha256::new();
+    for t in texts {
+        digest.update(t.as_bytes());
+        digest.update([0u8]);
+    }
+    let cache = cache_path(data, &digest.finalize());
     if let Ok(raw) = std::fs::read(&cache) {
         let floats: Vec<f32> = raw
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        if !floats.is_empty() && floats.len() % examples.len() == 0 {
-            let dim = floats.len() / examples.len();
+        if !floats.is_empty() && floats.len() % texts.len().max(1) == 0 {
+            let dim = floats.len() / texts.len();
             writeln!(log, "embeddings: cached at {}", cache.display())?;
             return Ok(floats.chunks(dim).map(<[f32]>::to_vec).collect());
         }
     }
-    let files = ModelStore::new(&opts.models_dir).resolve("minilm")?;
+    let files = ModelStore::new(models_dir).resolve("minilm")?;
     let embedder = Embedder::load(&files, &select_device(DeviceChoice::Cpu)?)?;
-    let mut out = Vec::with_capacity(examples.len());
+    // Batches of similar length waste little on padding: embed in length order, then put the
+    // vectors back in the texts' order.
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    let mut sorted_out = Vec::with_capacity(texts.len());
     let started = std::time::Instant::now();
-    for (i, chunk) in examples.chunks(256).enumerate() {
-        let texts: Vec<&str> = chunk.iter().map(|e| e.prompt.as_str()).collect();
-        out.extend(embedder.embed(&texts)?.0);
-        writeln!(
-            log,
-            "embeddings: {}/{} ({:.0}/s)",
-            (i * 256 + chunk.len()),
-            examples.len(),
-            out.len() as f64 / started.elapsed().as_secs_f64()
-        )?;
+    for (i, chunk) in order.chunks(64).enumerate() {
+        let batch: Vec<&str> = chunk.iter().map(|&j| texts[j]).collect();
+        sorted_out.extend(embedder.embed(&batch)?.0);
+        if i % 16 == 15 || sorted_out.len() == texts.len() {
+            writeln!(
+                log,
+                "embeddings: {}/{} ({:.0}/s)",
+                sorted_out.len(),
+                texts.len(),
+                sorted_out.len() as f64 / started.elapsed().as_secs_f64()
+            )?;
+        }
+    }
+    let mut out = vec![Vec::new(); texts.len()];
+    for (v, &j) in sorted_out.into_iter().zip(&order) {
+        out[j] = v;
     }
     let raw: Vec<u8> = out.iter().flatten().flat_map(|f| f.to_le_bytes()).collect();
     // Write-then-rename, so a concurrent reader never sees half a cache.

@@ -38,11 +38,15 @@ impl Gateway {
     pub async fn start_in(toml_text: &str, dir: TempDir) -> Self {
         let file = dir.path().join("switchyard.toml");
         // Local models load only in the tests that are about them.
-        let text = if toml_text.contains("[local]") {
+        let mut text = if toml_text.contains("[local]") {
             toml_text.to_owned()
         } else {
             format!("{toml_text}\n[local]\nenabled = false\n")
         };
+        // Likewise the response cache: tests that count upstream calls must see every one.
+        if !text.contains("[cache]") {
+            text.push_str("\n[cache]\nenabled = false\n");
+        }
         std::fs::write(&file, text).unwrap();
         let overrides = Overrides {
             listen: Some("127.0.0.1:0".parse().unwrap()),
