@@ -4,7 +4,9 @@
 //! grows past `flat_max` entries it moves to an HNSW graph (the `hnsw_rs` crate). Either is
 //! rebuilt from sled on start: sled is the source of truth and these only point into it.
 
-use hnsw_rs::anndists::dist::DistDot;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use hnsw_rs::anndists::dist::DistCosine;
 use hnsw_rs::hnsw::Hnsw;
 
 /// Approximate (or exact) nearest neighbours by cosine similarity of unit vectors.
@@ -56,7 +58,7 @@ impl AnnIndex for Flat {
 
 /// HNSW graph (M = 16, ef_construction = 200, ef_search = max(64, 4k)).
 pub struct Graph {
-    hnsw: Hnsw<'static, f32, DistDot>,
+    hnsw: Hnsw<'static, f32, DistCosine>,
     len: usize,
 }
 
@@ -64,22 +66,25 @@ impl Graph {
     /// An empty graph sized for about `expected` vectors.
     pub fn new(expected: usize) -> Self {
         Self {
-            hnsw: Hnsw::new(16, expected.max(1024), 16, 200, DistDot {}),
+            hnsw: Hnsw::new(16, expected.max(1024), 16, 200, DistCosine {}),
             len: 0,
         }
     }
 }
 
 impl AnnIndex for Graph {
+    // The crate asserts on its inputs (e.g. a zero vector); a bad vector must cost one entry
+    // its place in the index, never the cache actor.
     fn insert(&mut self, id: usize, v: &[f32]) {
-        self.hnsw.insert((v, id));
-        self.len += 1;
+        if catch_unwind(AssertUnwindSafe(|| self.hnsw.insert((v, id)))).is_ok() {
+            self.len += 1;
+        }
     }
 
     fn search(&self, v: &[f32], k: usize) -> Vec<(usize, f32)> {
-        // DistDot is 1 - a·b for unit vectors.
-        self.hnsw
-            .search(v, k, (4 * k).max(64))
+        // Cosine distance is 1 - cos.
+        catch_unwind(AssertUnwindSafe(|| self.hnsw.search(v, k, (4 * k).max(64))))
+            .unwrap_or_default()
             .into_iter()
             .map(|n| (n.d_id, 1.0 - n.distance))
             .collect()

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Exact-hit benchmark: one temperature-0 request repeated through the gateway, so every call
+# after the first is an exact cache hit; the mock upstream driven directly in the same run is the
+# baseline. Prints p50/p99 of each at the fixed rates and their ratio.
+#   RATES=1000 BENCH_SECONDS=20 scripts/bench-cache.sh
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+RATES="${RATES:-1000}"
+SECONDS_PER_PHASE="${BENCH_SECONDS:-20}"
+
+log "cargo build --release"
+cargo build --release --locked -p switchyard-core -p switchyard-tests -p switchyard-benches --bins
+
+scratch
+
+mock_port="$(free_port)"
+"$TARGET_DIR/release/mock-upstream" --listen "127.0.0.1:$mock_port" --threads 1 >"$work/mock.log" 2>&1 &
+pids+=($!)
+gw_port="$(free_port)"
+cat >"$work/gw.toml" <<TOML
+[server]
+listen = "127.0.0.1:$gw_port"
+data_dir = "$work/data"
+[log]
+level = "warn"
+[local]
+enabled = false
+[cache]
+semantic = false
+[providers.mock]
+type = "openai"
+base_url = "http://127.0.0.1:$mock_port/v1"
+[models."bench"]
+targets = [{ provider = "mock", model = "mock-model" }]
+TOML
+"$TARGET_DIR/release/switchyard" serve --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$gw_port/readyz" 60
+
+body() { printf '{"model":"%s","temperature":0,"messages":[{"role":"user","content":"What is the capital of France? Answer in one word."}],"max_tokens":16}' "$1"; }
+# Prime the entry, and check that the next call is a hit.
+curl -fsS -o /dev/null -H 'content-type: application/json' -d "$(body bench)" "http://127.0.0.1:$gw_port/v1/chat/completions"
+sleep 0.2
+hit="$(curl -fsS -D - -o /dev/null -H 'content-type: application/json' -d "$(body bench)" "http://127.0.0.1:$gw_port/v1/chat/completions" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-switchyard-cache" {print $2}')"
+[[ "$hit" == hit_exact ]] || { echo "expected an exact hit, got '$hit'" >&2; exit 1; }
+log "load: $RATES rps for $SECONDS_PER_PHASE s (gateway = exact cache hits; direct = the mock upstream)"
+"$TARGET_DIR/release/loadgen" \
+  --direct "http://127.0.0.1:$mock_port/v1/chat/completions" --direct-body "$(body mock-model)" \
+  --gateway "http://127.0.0.1:$gw_port/v1/chat/completions" --gateway-body "$(body bench)" \
+  --rates "$RATES" --seconds "$SECONDS_PER_PHASE" --rounds "${ROUNDS:-10}" --no-max \
+  --json "${BENCH_JSON:-$work/bench.json}"
