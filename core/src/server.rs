@@ -169,7 +169,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     .run();
     let handle = server.handle();
     log_summary(&state, addr);
-    actix_rt::spawn(recalibrate_loop(state.clone()));
+    actix_rt::spawn(recalibrate_loop(Arc::downgrade(
+        &state.clone().into_inner(),
+    )));
     Ok(Running {
         addr,
         handle,
@@ -180,12 +182,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 }
 
 /// Calibrate a strong-share policy's threshold again every [`crate::router::RECALIBRATE_EVERY`]
-/// on the newest calls, unless an admin replaced the policy meanwhile.
-async fn recalibrate_loop(state: web::Data<AppState>) {
+/// on the newest calls, unless an admin replaced the policy meanwhile. Holds the state weakly,
+/// so a stopped server's state (and its store) is released, and ends with it.
+async fn recalibrate_loop(weak: std::sync::Weak<AppState>) {
     let mut tick = actix_rt::time::interval(crate::router::RECALIBRATE_EVERY);
     tick.tick().await;
     loop {
         tick.tick().await;
+        let Some(state) = weak.upgrade().map(web::Data::from) else {
+            return;
+        };
         let Some(current) = state
             .routing
             .load_full()

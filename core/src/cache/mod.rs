@@ -76,8 +76,18 @@ pub struct Cache {
     db: sled::Db,
     trees: RwLock<HashMap<String, sled::Tree>>,
     addr: Addr<CacheActor>,
+    arbiter: Option<Arbiter>,
     /// Entries dropped at start because they failed their checksum.
     pub dropped_corrupt: u64,
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        // Stopping the actor's thread releases its handle on the store.
+        if let Some(a) = self.arbiter.take() {
+            a.stop();
+        }
+    }
 }
 
 impl Cache {
@@ -159,6 +169,7 @@ impl Cache {
             db: db.clone(),
             trees: RwLock::new(trees),
             addr,
+            arbiter: Some(arbiter),
             dropped_corrupt: dropped,
         })
     }
