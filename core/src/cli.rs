@@ -58,6 +58,12 @@ pub enum Command {
         #[command(subcommand)]
         command: RouterCommand,
     },
+    /// Async jobs: submit, watch (with a progress bar), list.
+    Jobs {
+        /// What to do.
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// Semantic cache tools.
     Cache {
         /// What to do.
@@ -614,4 +620,203 @@ pub fn render_stats(s: &serde_json::Value) -> String {
         l["records"], l["queued"], l["dropped"], l["dropped_buffer_full"], l["dropped_write_error"], l["flush_ms"]
     );
     o
+}
+
+/// `switchyard jobs ...`
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Queue a job from a JSON file (`{"operation": ..., ...}`, as for `POST /v1/jobs`).
+    Submit {
+        /// The job's JSON.
+        file: PathBuf,
+        /// Follow it with a progress bar until it finishes.
+        #[arg(long)]
+        watch: bool,
+        /// The daemon's base URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An API key (not needed on an open loopback).
+        #[arg(long, env = "SWITCHYARD_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
+    /// Follow a job with a progress bar until it finishes; prints its result.
+    Watch {
+        /// Job id.
+        id: String,
+        /// The daemon's base URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An API key (not needed on an open loopback).
+        #[arg(long, env = "SWITCHYARD_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
+    /// List recent jobs.
+    List {
+        /// Only jobs in this state (queued, running, succeeded, failed, cancelled, expired).
+        #[arg(long)]
+        state: Option<String>,
+        /// Most jobs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// The daemon's base URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An API key (not needed on an open loopback).
+        #[arg(long, env = "SWITCHYARD_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
+}
+
+fn api_request(rb: reqwest::RequestBuilder, key: Option<&str>) -> reqwest::RequestBuilder {
+    match key {
+        Some(k) => rb.bearer_auth(k),
+        None => rb,
+    }
+}
+
+async fn api_json(resp: reqwest::Response, what: &str) -> anyhow::Result<serde_json::Value> {
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await?;
+    if !status.is_success() {
+        let msg = v["error"]["message"].as_str().unwrap_or("no message");
+        anyhow::bail!("{what} answered {status}: {msg}");
+    }
+    Ok(v)
+}
+
+/// `jobs ...`: submit, watch with a progress bar, list.
+pub fn jobs_command(cmd: JobsCommand, out: &mut impl Write) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        match cmd {
+            JobsCommand::Submit {
+                file,
+                watch,
+                url,
+                key,
+            } => {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                let body: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                let base = url.trim_end_matches('/').to_owned();
+                let rb = client.post(format!("{base}/v1/jobs")).json(&body);
+                let job = api_json(
+                    api_request(rb, key.as_deref()).send().await?,
+                    "POST /v1/jobs",
+                )
+                .await?;
+                let id = job["id"].as_str().unwrap_or_default().to_owned();
+                writeln!(out, "{id}")?;
+                if let Some(s) = job["webhook"]["secret"].as_str() {
+                    writeln!(out, "webhook secret (shown once): {s}")?;
+                }
+                if watch {
+                    watch_job(&client, &base, key.as_deref(), &id, out).await?;
+                }
+                Ok(())
+            }
+            JobsCommand::Watch { id, url, key } => {
+                watch_job(&client, url.trim_end_matches('/'), key.as_deref(), &id, out).await
+            }
+            JobsCommand::List {
+                state,
+                limit,
+                url,
+                key,
+            } => {
+                let mut endpoint = format!("{}/v1/jobs?limit={limit}", url.trim_end_matches('/'));
+                if let Some(s) = state {
+                    endpoint.push_str(&format!("&state={s}"));
+                }
+                let v = api_json(
+                    api_request(client.get(&endpoint), key.as_deref())
+                        .send()
+                        .await?,
+                    "GET /v1/jobs",
+                )
+                .await?;
+                let mut t = table(&["id", "operation", "state", "progress", "created"]);
+                for j in v["data"].as_array().into_iter().flatten() {
+                    t.add_row(vec![
+                        j["id"].as_str().unwrap_or_default().to_owned(),
+                        j["operation"].as_str().unwrap_or_default().to_owned(),
+                        j["state"].as_str().unwrap_or_default().to_owned(),
+                        format!("{}/{}", j["progress"]["done"], j["progress"]["total"]),
+                        chrono::DateTime::from_timestamp(j["created_at"].as_i64().unwrap_or(0), 0)
+                            .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+                            .unwrap_or_default(),
+                    ]);
+                }
+                writeln!(out, "{t}")?;
+                Ok(())
+            }
+        }
+    })
+}
+
+/// Follow `GET /v1/jobs/{id}/events` with a progress bar; print the final state and result.
+async fn watch_job(
+    client: &reqwest::Client,
+    base: &str,
+    key: Option<&str>,
+    id: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let resp = api_request(client.get(format!("{base}/v1/jobs/{id}/events")), key)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        api_json(resp, "GET /v1/jobs/{id}/events").await?;
+        anyhow::bail!("the job's events could not be read");
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg:>10} [{bar:40}] {pos}/{len} units, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let name = event
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or("");
+            let data: serde_json::Value = event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or_default();
+            bar.set_length(data["progress"]["total"].as_u64().unwrap_or(0));
+            bar.set_position(data["progress"]["done"].as_u64().unwrap_or(0));
+            bar.set_message(data["state"].as_str().unwrap_or_default().to_owned());
+            if name == "done" {
+                bar.finish();
+                writeln!(
+                    out,
+                    "{}: {}",
+                    id,
+                    data["state"].as_str().unwrap_or_default()
+                )?;
+                let shown = if data["result"].is_null() {
+                    &data["error"]
+                } else {
+                    &data["result"]
+                };
+                writeln!(out, "{}", serde_json::to_string_pretty(shown)?)?;
+                return Ok(());
+            }
+        }
+    }
+    anyhow::bail!("the event stream ended before the job finished")
 }

@@ -61,6 +61,9 @@ pub enum ApiError {
     /// The caller's daily budget is spent.
     #[error("{0}")]
     BudgetExceeded(String),
+    /// The request conflicts with the object's state (e.g. cancelling a finished job).
+    #[error("{0}")]
+    Conflict(String),
     /// The request's estimated cost is over its `max_cost` and no cheaper tier may answer.
     #[error("{0}")]
     MaxCostExceeded(String),
@@ -174,6 +177,11 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "insufficient_quota",
                 Some("budget_exceeded"),
+            ),
+            Self::Conflict(_) => (
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                Some("conflict"),
             ),
             Self::MaxCostExceeded(_) => (
                 StatusCode::BAD_REQUEST,

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod jobs;
 pub mod ledger;
 pub mod local;
 pub mod metrics;

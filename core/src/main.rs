@@ -108,6 +108,7 @@ fn main() -> anyhow::Result<()> {
             },
             &mut std::io::stdout(),
         ),
+        Command::Jobs { command } => cli::jobs_command(command, &mut std::io::stdout()),
         Command::CheckConfig { file } => Ok(cli::check_config(&file, &mut std::io::stdout())?),
         Command::HashKey { generate } => Ok(cli::hash_key_command(
             generate,

@@ -28,6 +28,9 @@ pub enum StartError {
     /// The ledger could not be opened.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::StoreError),
+    /// The jobs store could not open.
+    #[error("jobs: {0}")]
+    Jobs(String),
     /// The cache could not open.
     #[error("cache: {0}")]
     Cache(#[from] crate::cache::CacheError),
@@ -111,7 +114,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .values()
         .map(|(_, u)| Arc::clone(u))
         .collect();
-    let auth = Arc::new(Authenticator::new(&config.auth));
+    // The job workers' credential: random per process, only ever in memory.
+    let internal_token = format!("sy-internal-{}", uuid::Uuid::new_v4().simple());
+    let auth = Arc::new(Authenticator::new(&config.auth).with_internal(&internal_token));
+    let jobs = Arc::new(
+        crate::jobs::actor::Jobs::open(config.jobs.clone(), storage.db())
+            .map_err(|e| StartError::Jobs(e.to_string()))?,
+    );
     let workers = config.server.workers;
     let listen = config.server.listen;
     let state = web::Data::new(AppState {
@@ -124,6 +133,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ledger,
         routing,
         cache,
+        jobs,
         upstreams,
         started_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -169,6 +179,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     .run();
     let handle = server.handle();
     log_summary(&state, addr);
+    let own = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    state.jobs.start(format!("http://{own}"), internal_token);
     actix_rt::spawn(recalibrate_loop(Arc::downgrade(
         &state.clone().into_inner(),
     )));

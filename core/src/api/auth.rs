@@ -26,6 +26,8 @@ pub const LOCAL_TENANT: &str = "local";
 pub struct Authenticator {
     by_hash: HashMap<[u8; 32], Principal>,
     allow_loopback: bool,
+    /// Digest of the credential the daemon's own job workers present (random per process).
+    internal: Option<[u8; 32]>,
 }
 
 impl Authenticator {
@@ -48,7 +50,15 @@ impl Authenticator {
         Self {
             by_hash,
             allow_loopback: cfg.allow_unauthenticated_loopback,
+            internal: None,
         }
+    }
+
+    /// Accept `token` from loopback as the daemon's own workers, acting for the tenant (and
+    /// key) named in `x-switchyard-on-behalf-*` headers, never as an admin.
+    pub fn with_internal(mut self, token: &str) -> Self {
+        self.internal = Some(Sha256::digest(token.as_bytes()).into());
+        self
     }
 
     /// Identify the caller from `Authorization: Bearer` or `x-api-key`.
@@ -64,6 +74,21 @@ impl Authenticator {
         match presented_key(req) {
             Some(key) => {
                 let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+                let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+                if loopback && self.internal == Some(digest) {
+                    let h = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    return Ok(Principal {
+                        key_id: h(crate::jobs::actor::ON_BEHALF_KEY),
+                        tenant: h(crate::jobs::actor::ON_BEHALF_TENANT)
+                            .unwrap_or_else(|| LOCAL_TENANT.to_owned()),
+                        admin: false,
+                    });
+                }
                 match self.by_hash.get(&digest) {
                     Some(p) => Ok(p.clone()),
                     // SDKs insist on sending some key; with no keys configured on an open

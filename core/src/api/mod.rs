@@ -11,6 +11,7 @@ pub mod chat;
 pub mod classify;
 pub mod embeddings;
 pub mod health;
+pub mod jobs;
 pub mod messages;
 pub mod models;
 pub mod sse;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub routing: crate::router::policy::PolicySlot,
     /// The response cache.
     pub cache: Arc<crate::cache::Cache>,
+    /// Async jobs and batches.
+    pub jobs: Arc<crate::jobs::actor::Jobs>,
     /// Every upstream's shared state (health and breaker gauges).
     pub upstreams: Vec<Arc<crate::providers::Upstream>>,
     /// Start time, unix seconds (the `created` of model objects).
@@ -104,6 +107,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/admin/routing/simulate", web::post().to(admin::simulate))
     .route("/admin/routing/outcomes", web::get().to(admin::outcomes))
     .route("/admin/cache/stats", web::get().to(admin::cache_stats))
+    .route("/v1/jobs", web::post().to(jobs::submit))
+    .route("/v1/jobs", web::get().to(jobs::list))
+    .route("/v1/jobs/{id}", web::get().to(jobs::get))
+    .route("/v1/jobs/{id}", web::delete().to(jobs::cancel))
+    .route("/v1/jobs/{id}/events", web::get().to(jobs::events))
+    .route("/v1/files", web::post().to(jobs::upload))
+    .route("/v1/files/{id}", web::get().to(jobs::file))
+    .route("/v1/files/{id}/content", web::get().to(jobs::file_content))
+    .route("/v1/batches", web::post().to(jobs::create_batch))
+    .route("/v1/batches", web::get().to(jobs::list_batches))
+    .route("/v1/batches/{id}", web::get().to(jobs::get_batch))
+    .route(
+        "/v1/batches/{id}/cancel",
+        web::post().to(jobs::cancel_batch),
+    )
     .route("/admin/cache/purge", web::post().to(admin::cache_purge))
     .service(
         web::resource("/admin/routing/policy")

@@ -104,6 +104,9 @@ pub struct RawConfig {
     /// `[cache]`.
     #[serde(default)]
     pub cache: crate::cache::RawCache,
+    /// `[jobs]`.
+    #[serde(default)]
+    pub jobs: crate::jobs::RawJobs,
 }
 
 /// `[local]`
@@ -490,6 +493,8 @@ pub struct Config {
     pub routing: Option<crate::router::policy::RawRouting>,
     /// The response cache.
     pub cache: crate::cache::RawCache,
+    /// Async jobs.
+    pub jobs: crate::jobs::RawJobs,
 }
 
 /// Validated `[local]`.
@@ -941,6 +946,7 @@ impl Config {
             observability,
             routing: raw.routing,
             cache: raw.cache,
+            jobs: raw.jobs,
         })
     }
 }
