@@ -13,8 +13,8 @@ import queue
 import random
 import threading
 import time
+import urllib.request
 
-import httpx
 import openai
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -100,18 +100,21 @@ def test_long_summary_job_progress_and_verified_webhook():
     server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     hook_url = f"http://127.0.0.1:{server.server_port}/hook"
-    headers = {"authorization": f"Bearer {KEY}"}
-    r = httpx.post(f"{BASE}/v1/jobs", headers=headers, timeout=30, json={
+    headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    body = json.dumps({
         "operation": "summarize", "input": document(), "max_tokens": 48,
         "webhook": {"url": hook_url, "secret": SECRET},
-    })
-    assert r.status_code == 202, r.text
-    job = r.json()
+    }).encode()
+    req = urllib.request.Request(f"{BASE}/v1/jobs", data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 202
+        job = json.loads(r.read())
     progress = []
-    with httpx.stream("GET", f"{BASE}/v1/jobs/{job['id']}/events", headers=headers,
-                      timeout=httpx.Timeout(900, connect=10)) as s:
+    req = urllib.request.Request(f"{BASE}/v1/jobs/{job['id']}/events", headers=headers)
+    with urllib.request.urlopen(req, timeout=900) as s:
         event = None
-        for line in s.iter_lines():
+        for raw in s:
+            line = raw.decode().rstrip("\r\n")
             if line.startswith("event: "):
                 event = line[len("event: "):]
             elif line.startswith("data: "):
