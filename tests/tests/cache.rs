@@ -361,3 +361,67 @@ fn entries_survive_a_restart_and_a_kill_during_writes() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// Entries past their TTL are not served and are swept; past `max_bytes` the least valuable
+/// entries go first, and the size stays under the limit.
+#[actix_rt::test]
+async fn ttl_and_size_limits_hold() {
+    let mock = MockServer::start_local(MockConfig {
+        reply_words: 2000,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let extra = "[cache]\nsemantic = false\nmax_bytes = 1048576\n[cache.models.\"m\"]\nttl_s = 1\n";
+    let gw = Gateway::start(&config(&mock, extra)).await;
+    let r = ask(&gw, A_KEY, q("short lived"), &[]).await;
+    let _ = r.bytes().await;
+    gw.state.cache.settle().await;
+    let r = ask(&gw, A_KEY, q("short lived"), &[]).await;
+    assert_eq!(header(&r, "x-switchyard-cache"), "hit_exact");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = ask(&gw, A_KEY, q("short lived"), &[]).await;
+    assert_eq!(
+        header(&r, "x-switchyard-cache"),
+        "miss",
+        "expired entries are not served"
+    );
+    let _ = r.bytes().await;
+
+    // ~12 KB answers: 200 of them are over 1 MiB.
+    let sized = config(&mock, "[cache]\nsemantic = false\nmax_bytes = 1048576\n");
+    let gw2 = Gateway::start(&sized).await;
+    for i in 0..200 {
+        let r = ask(&gw2, A_KEY, q(&format!("big answer {i}")), &[]).await;
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await;
+    }
+    gw2.state.cache.settle().await;
+    let stats = gw2.state.cache.stats().await.unwrap();
+    assert!(stats.bytes <= 1_048_576, "{stats:?}");
+    assert!(stats.entries > 20 && stats.entries < 200, "{stats:?}");
+    let metrics = get_text(gw2.url("/metrics")).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_cache_removed_total{reason=\"size\"}")),
+        "{metrics}"
+    );
+    // The newest entry survived; the oldest did not.
+    let r = ask(
+        &gw2,
+        A_KEY,
+        q("big answer 199"),
+        &[("x-switchyard-cache", "read-only")],
+    )
+    .await;
+    assert_eq!(header(&r, "x-switchyard-cache"), "hit_exact");
+    let r = ask(
+        &gw2,
+        A_KEY,
+        q("big answer 0"),
+        &[("x-switchyard-cache", "read-only")],
+    )
+    .await;
+    assert_eq!(header(&r, "x-switchyard-cache"), "miss");
+}

@@ -111,6 +111,7 @@ impl Cache {
             parts: HashMap::new(),
             bytes: 0,
             clock: 0.0,
+            uses: 0,
             hits: BTreeMap::new(),
             max_bytes: config.max_bytes,
             flat_max: config.flat_max,
@@ -269,6 +270,8 @@ struct Meta {
     cost_pusd: u64,
     hits: u64,
     priority: f64,
+    /// Last use, in the actor's own order: breaks ties in priority (least recently used first).
+    used: u64,
     slot: Option<(String, usize)>,
 }
 
@@ -292,6 +295,8 @@ pub struct CacheActor {
     bytes: u64,
     /// GreedyDual-Size "inflation": the priority of the last entry evicted.
     clock: f64,
+    /// Use counter for [`Meta::used`].
+    uses: u64,
     hits: BTreeMap<String, (u64, u64)>,
     max_bytes: u64,
     flat_max: usize,
@@ -352,8 +357,10 @@ impl CacheActor {
             cost_pusd: e.cost_pusd,
             hits: 0,
             priority: 0.0,
+            used: self.uses,
             slot,
         };
+        self.uses += 1;
         meta.priority = self.priority(&meta);
         self.bytes += bytes;
         self.entries.insert((tenant.to_owned(), key), meta);
@@ -419,13 +426,13 @@ impl CacheActor {
             return;
         }
         let target = self.max_bytes / 10 * 9;
-        let mut order: Vec<((String, [u8; 32]), f64)> = self
+        let mut order: Vec<((String, [u8; 32]), f64, u64)> = self
             .entries
             .iter()
-            .map(|(k, m)| (k.clone(), m.priority))
+            .map(|(k, m)| (k.clone(), m.priority, m.used))
             .collect();
-        order.sort_by(|a, b| a.1.total_cmp(&b.1));
-        for ((tenant, key), priority) in order {
+        order.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)));
+        for ((tenant, key), priority, _) in order {
             if self.bytes <= target {
                 break;
             }
@@ -520,6 +527,8 @@ impl Handler<Touch> for CacheActor {
         if let Some(mut meta) = self.entries.remove(&k) {
             meta.hits += 1;
             meta.priority = self.priority(&meta);
+            meta.used = self.uses;
+            self.uses += 1;
             self.hits.entry(k.0.clone()).or_default().0 += 1;
             self.entries.insert(k, meta);
         }
