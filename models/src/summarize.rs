@@ -77,6 +77,83 @@ pub fn chunks(gen: &Generator, text: &str, max_tokens: usize) -> Result<Vec<Stri
     Ok(out)
 }
 
+/// A summary in progress, one chunk at a time: the caller decides what runs between chunks
+/// (other requests for the same model, so a long document cannot starve them).
+pub struct Summarizing {
+    pieces: Vec<String>,
+    next: usize,
+    summaries: Vec<String>,
+    progress: Progress,
+    first_round: usize,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    params: GenParams,
+}
+
+impl Summarizing {
+    /// Cut `text` into chunks; nothing is generated yet.
+    pub fn start(gen: &Generator, text: &str, max_tokens: usize) -> Result<Self, ModelError> {
+        if text.trim().is_empty() {
+            return Err(ModelError::Input("nothing to summarise".to_owned()));
+        }
+        let pieces = chunks(gen, text, CHUNK_TOKENS)?;
+        Ok(Self {
+            first_round: pieces.len(),
+            progress: Progress {
+                done: 0,
+                total: pieces.len(),
+            },
+            pieces,
+            next: 0,
+            summaries: Vec::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            params: GenParams {
+                max_tokens,
+                ..GenParams::default()
+            },
+        })
+    }
+
+    /// Chunks done and planned so far.
+    pub fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    /// Summarise the next chunk (starting a reduce round when a round ends); the summary once
+    /// the last round leaves one.
+    pub fn step(&mut self, gen: &mut Generator) -> Result<Option<Summary>, ModelError> {
+        let Some(piece) = self.pieces.get(self.next) else {
+            return Err(ModelError::Input(
+                "the summary is already finished".to_owned(),
+            ));
+        };
+        let out = gen.generate(&prompt(piece), &self.params, |_| true)?;
+        self.prompt_tokens += out.prompt_tokens;
+        self.completion_tokens += out.completion_tokens;
+        self.summaries.push(out.text.trim().to_owned());
+        self.progress.done += 1;
+        self.next += 1;
+        if self.next < self.pieces.len() {
+            return Ok(None);
+        }
+        if self.summaries.len() == 1 {
+            return Ok(Some(Summary {
+                text: self.summaries.remove(0),
+                chunks: self.first_round,
+                prompt_tokens: self.prompt_tokens,
+                completion_tokens: self.completion_tokens,
+            }));
+        }
+        // Reduce: summarise the summaries (in as few chunks as fit).
+        self.pieces = chunks(gen, &self.summaries.join("\n"), CHUNK_TOKENS)?;
+        self.summaries.clear();
+        self.next = 0;
+        self.progress.total += self.pieces.len();
+        Ok(None)
+    }
+}
+
 /// Summarise `text` in at most `max_tokens` tokens; `on_progress` is called after each chunk
 /// and may return `false` to cancel.
 pub fn summarize(
@@ -85,42 +162,14 @@ pub fn summarize(
     max_tokens: usize,
     mut on_progress: impl FnMut(Progress) -> bool,
 ) -> Result<Summary, ModelError> {
-    if text.trim().is_empty() {
-        return Err(ModelError::Input("nothing to summarise".to_owned()));
-    }
-    let params = GenParams {
-        max_tokens,
-        ..GenParams::default()
-    };
-    let mut pieces = chunks(gen, text, CHUNK_TOKENS)?;
-    let first_round = pieces.len();
-    let mut progress = Progress {
-        done: 0,
-        total: pieces.len(),
-    };
-    let (mut prompt_tokens, mut completion_tokens) = (0, 0);
+    let mut run = Summarizing::start(gen, text, max_tokens)?;
     loop {
-        let mut summaries = Vec::with_capacity(pieces.len());
-        for piece in &pieces {
-            let out = gen.generate(&prompt(piece), &params, |_| true)?;
-            prompt_tokens += out.prompt_tokens;
-            completion_tokens += out.completion_tokens;
-            summaries.push(out.text.trim().to_owned());
-            progress.done += 1;
-            if !on_progress(progress) {
-                return Err(ModelError::Input("summary cancelled".to_owned()));
-            }
+        let done = run.step(gen)?;
+        if !on_progress(run.progress()) {
+            return Err(ModelError::Input("summary cancelled".to_owned()));
         }
-        if summaries.len() == 1 {
-            return Ok(Summary {
-                text: summaries.remove(0),
-                chunks: first_round,
-                prompt_tokens,
-                completion_tokens,
-            });
+        if let Some(summary) = done {
+            return Ok(summary);
         }
-        // Reduce: summarise the summaries (in as few chunks as fit).
-        pieces = chunks(gen, &summaries.join("\n"), CHUNK_TOKENS)?;
-        progress.total += pieces.len();
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::*;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 /// One model-loading gateway at a time in this test binary: they are large, and the memory
@@ -466,4 +467,66 @@ async fn classify_and_summarize_over_http() {
         .await
         .unwrap();
     assert_eq!(empty.status(), 400);
+}
+
+/// A long summary runs chunk by chunk at the back of the model's queue: a chat request sent
+/// while it runs is answered long before the summary ends, instead of waiting for all of it.
+#[actix_rt::test]
+async fn a_long_summary_does_not_starve_chat() {
+    let _serial = SERIAL.lock().await;
+    let gw = Gateway::start(&local_config("")).await;
+    gw.wait_ready().await;
+    let doc: String = (0..80)
+        .map(|i| {
+            format!(
+                "Entry {i}: the harbour master logged {} ships and {} storms that week. ",
+                i * 7 % 31,
+                i % 5
+            )
+        })
+        .collect();
+    let slow = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let resp = slow
+        .post(gw.url("/v1/summarize"))
+        .json(&json!({"input": doc, "max_tokens": 32, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut seen = String::new();
+    // Wait for the first chunk to finish, then ask a short chat question.
+    while !seen.contains("event: progress") {
+        seen.push_str(&String::from_utf8_lossy(
+            &body.next().await.unwrap().unwrap(),
+        ));
+    }
+    let url = gw.url("/v1/chat/completions");
+    let chat = tokio::spawn(async move {
+        let r = slow
+            .post(url)
+            .json(&json!({"model": "local/smollm2", "max_tokens": 4,
+                "messages": [{"role": "user", "content": "Say hi."}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await;
+        Instant::now()
+    });
+    while let Some(chunk) = body.next().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let summary_done = Instant::now();
+    let chat_done = chat.await.unwrap();
+    assert!(seen.contains("event: summary"), "{seen}");
+    let chunks = seen.matches("event: progress").count();
+    assert!(chunks >= 3, "the document spans several chunks: {chunks}");
+    assert!(
+        chat_done < summary_done,
+        "the chat answer waited for the whole summary"
+    );
 }

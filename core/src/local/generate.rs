@@ -98,6 +98,65 @@ struct Summarize {
     text: String,
     max_tokens: usize,
     events: mpsc::UnboundedSender<SummaryEvent>,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The next chunk of a summary in progress. Each chunk is its own message at the back of the
+/// worker's queue, so requests that arrived meanwhile run between chunks: a long document
+/// shares the model instead of holding it for minutes.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SummarizeStep {
+    run: Box<switchyard_models::summarize::Summarizing>,
+    events: mpsc::UnboundedSender<SummaryEvent>,
+    /// The admission permit, held until the summary ends.
+    _permit: OwnedSemaphorePermit,
+}
+
+fn summary_failure(e: switchyard_models::ModelError) -> SummaryEvent {
+    match e {
+        switchyard_models::ModelError::Input(m) => SummaryEvent::Failed(LocalError::Input(m)),
+        e => SummaryEvent::Failed(LocalError::Inference(e.to_string())),
+    }
+}
+
+impl GenWorker {
+    /// Run one chunk; queue the next, or report the end. A panic rebuilds the worker.
+    fn summary_step(&mut self, mut step: SummarizeStep, ctx: &mut SyncContext<Self>) {
+        let gen = &mut self.gen;
+        let result = catch_unwind(AssertUnwindSafe(|| step.run.step(gen)));
+        match result {
+            Ok(Ok(Some(summary))) => {
+                let _ = step
+                    .events
+                    .send(SummaryEvent::Progress(step.run.progress()));
+                let _ = step.events.send(SummaryEvent::Done(summary));
+            }
+            Ok(Ok(None)) => {
+                // Nobody listening any more (client gone, job cancelled): stop here.
+                if step
+                    .events
+                    .send(SummaryEvent::Progress(step.run.progress()))
+                    .is_ok()
+                {
+                    ctx.address().do_send(step);
+                }
+            }
+            Ok(Err(e)) => {
+                let _ = step.events.send(summary_failure(e));
+            }
+            Err(_) => {
+                tracing::error!(
+                    model = CHAT_MODEL,
+                    "summariser panicked; rebuilding the worker"
+                );
+                ctx.stop();
+                let _ = step.events.send(SummaryEvent::Failed(LocalError::Crashed(
+                    CHAT_MODEL.to_owned(),
+                )));
+            }
+        }
+    }
 }
 
 impl Handler<Summarize> for GenWorker {
@@ -105,35 +164,47 @@ impl Handler<Summarize> for GenWorker {
 
     fn handle(&mut self, msg: Summarize, ctx: &mut Self::Context) {
         let inject = self.fault_injection && msg.text.contains(PANIC_TRIGGER);
-        let gen = &mut self.gen;
-        let events = &msg.events;
-        let result = catch_unwind(AssertUnwindSafe(|| {
+        let gen = &self.gen;
+        let started = catch_unwind(AssertUnwindSafe(|| {
             if inject {
                 #[allow(clippy::panic)] // the test-only fault, by design
                 {
                     panic!("injected fault in the summariser");
                 }
             }
-            switchyard_models::summarize::summarize(gen, &msg.text, msg.max_tokens, |p| {
-                events.send(SummaryEvent::Progress(p)).is_ok()
-            })
+            switchyard_models::summarize::Summarizing::start(gen, &msg.text, msg.max_tokens)
         }));
-        let last = match result {
-            Ok(Ok(s)) => SummaryEvent::Done(s),
-            Ok(Err(switchyard_models::ModelError::Input(m))) => {
-                SummaryEvent::Failed(LocalError::Input(m))
+        match started {
+            Ok(Ok(run)) => self.summary_step(
+                SummarizeStep {
+                    run: Box::new(run),
+                    events: msg.events,
+                    _permit: msg.permit,
+                },
+                ctx,
+            ),
+            Ok(Err(e)) => {
+                let _ = msg.events.send(summary_failure(e));
             }
-            Ok(Err(e)) => SummaryEvent::Failed(LocalError::Inference(e.to_string())),
             Err(_) => {
                 tracing::error!(
                     model = CHAT_MODEL,
                     "summariser panicked; rebuilding the worker"
                 );
                 ctx.stop();
-                SummaryEvent::Failed(LocalError::Crashed(CHAT_MODEL.to_owned()))
+                let _ = msg.events.send(SummaryEvent::Failed(LocalError::Crashed(
+                    CHAT_MODEL.to_owned(),
+                )));
             }
-        };
-        let _ = msg.events.send(last);
+        }
+    }
+}
+
+impl Handler<SummarizeStep> for GenWorker {
+    type Result = ();
+
+    fn handle(&mut self, msg: SummarizeStep, ctx: &mut Self::Context) {
+        self.summary_step(msg, ctx);
     }
 }
 
@@ -249,11 +320,13 @@ impl GenService {
         let (tx, rx) = mpsc::unbounded_channel();
         actix_rt::spawn(async move {
             let failed = tx.clone();
+            // The permit travels with the summary's steps and is released when it ends.
             if worker
                 .send(Summarize {
                     text,
                     max_tokens,
                     events: tx,
+                    permit,
                 })
                 .await
                 .is_err()
@@ -262,7 +335,6 @@ impl GenService {
                     CHAT_MODEL.to_owned(),
                 )));
             }
-            drop(permit);
         });
         Ok(rx)
     }
