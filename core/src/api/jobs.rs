@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Principal;
-use super::body::{parse_json, read_limited};
+use super::body::read_request;
 use super::AppState;
 use crate::error::ApiError;
 use crate::jobs::{batch, new_job, webhook, BatchInfo, Job, Operation, State, Webhook};
@@ -196,9 +196,7 @@ pub async fn submit(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let jobs = jobs_of(&state)?;
-    let principal = state.auth.authenticate(&req)?;
-    let body = read_limited(&req, payload, state.config.server.max_body_bytes).await?;
-    let value: Value = parse_json(&body)?;
+    let (principal, value): (_, Value) = read_request(&state, &req, payload).await?;
     let Value::Object(mut map) = value else {
         return Err(ApiError::param("body", "The body must be a JSON object."));
     };
@@ -486,9 +484,7 @@ pub async fn create_batch(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let jobs = jobs_of(&state)?;
-    let p = state.auth.authenticate(&req)?;
-    let body = read_limited(&req, payload, state.config.server.max_body_bytes).await?;
-    let b: CreateBatch = parse_json(&body)?;
+    let (p, b): (_, CreateBatch) = read_request(&state, &req, payload).await?;
     if !batch::ENDPOINTS.contains(&b.endpoint.as_str()) {
         return Err(ApiError::param(
             "endpoint",
