@@ -92,7 +92,8 @@ pub struct JobsActor {
     token: String,
     client: reqwest::Client,
     queue: BTreeSet<QueueKey>,
-    local_of: HashMap<String, bool>,
+    /// Queued or running jobs: whether they run locally, and their deadline.
+    local_of: HashMap<String, (bool, Option<u64>)>,
     running: HashMap<String, bool>,
 }
 
@@ -134,7 +135,7 @@ impl Actor for JobsActor {
 impl JobsActor {
     fn push(&mut self, job: &Job) {
         self.local_of
-            .insert(job.id.clone(), job.operation.is_local());
+            .insert(job.id.clone(), (job.operation.is_local(), job.deadline));
         self.queue.insert((
             std::cmp::Reverse(job.priority),
             job.created_at,
@@ -151,7 +152,7 @@ impl JobsActor {
         let keys: Vec<QueueKey> = self.queue.iter().cloned().collect();
         for key in keys {
             let id = key.2.clone();
-            let local = self.local_of.get(&id).copied().unwrap_or(false);
+            let local = self.local_of.get(&id).is_some_and(|l| l.0);
             let cap = if local {
                 self.cfg.local_concurrency
             } else {
@@ -202,16 +203,16 @@ impl JobsActor {
             .queue
             .iter()
             .filter(|k| {
-                self.store
+                self.local_of
                     .get(&k.2)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|j| j.deadline.is_some_and(|d| d <= now))
+                    .and_then(|l| l.1)
+                    .is_some_and(|d| d <= now)
             })
             .cloned()
             .collect();
         for k in expired {
             self.queue.remove(&k);
+            self.local_of.remove(&k.2);
             let _ = self.store.update(&k.2, |j| {
                 if j.state == State::Queued {
                     j.state = State::Expired;
