@@ -4,4 +4,5 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 bash "$ROOT/scripts/fetch-models.sh" >/dev/null
+bash "$ROOT/scripts/build-ui.sh" >/dev/null
 exec cargo run --release --locked --manifest-path "$ROOT/Cargo.toml" -p switchyard-core --bin switchyard -- serve "$@"

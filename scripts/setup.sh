@@ -10,6 +10,14 @@ for cmd_pkg in curl:curl python3:python3 pkg-config:pkg-config promtool:promethe
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# The control UI: Node.js 20+ and npm build it; Debian's Chromium runs its browser tests.
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# The Tauri desktop app: WebKitGTK and friends to build it, Xvfb and ImageMagick for its smoke
+# test under a virtual display.
+for pkg in chromium libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev \
+  libssl-dev build-essential libxdo-dev xvfb xauth dbus-x11 imagemagick; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
 if ((${#need_apt[@]})); then
   log "apt install ${need_apt[*]}"
   apt-get update -qq

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: format and lints, Rust unit and end-to-end tests, then the daemon
-# against the mock upstream exercised by the official OpenAI Python SDK.
+# The whole test suite: format and lints, Rust unit and end-to-end tests, the daemon against the
+# mock upstream exercised by the official OpenAI Python SDK, the control UI in Chromium, and the
+# desktop app under Xvfb. Run scripts/setup.sh once first (system packages).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -8,13 +9,16 @@ cd "$ROOT"
 log "model weights"
 bash scripts/fetch-models.sh >/dev/null
 
+log "control UI (typecheck and build; the daemon embeds it)"
+bash scripts/build-ui.sh
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-log "cargo build (binaries)"
+log "cargo build (binaries, the desktop app included)"
 cargo build --workspace --bins --locked
 
 log "cargo test"
@@ -82,4 +86,10 @@ SWITCHYARD_KEY="$key" SWITCHYARD_MODEL="gpt-mock" SWITCHYARD_MODELS="gpt-mock,cl
 for secret in "$key" "$SWITCHYARD_TEST_UPSTREAM_KEY"; do
   if grep -q "$secret" "$work/switchyard.log"; then echo "a secret leaked into the log" >&2; exit 1; fi
 done
+
+log "control UI in Chromium (Playwright), with 100k ledger records"
+(cd app/ui && UI_LEDGER_RECORDS="${UI_LEDGER_RECORDS:-100000}" npm run --silent e2e)
+
+log "desktop app under Xvfb"
+bash scripts/app-smoke.sh
 log "all tests passed"

@@ -103,8 +103,39 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     );
     let models = Arc::new(ModelMap::new(&config, &registry));
     let routing: crate::router::policy::PolicySlot = Arc::default();
-    if let Some(raw) = config.routing.clone() {
-        let known = |m: &str| models.resolve(m).is_ok() || crate::api::chat::is_local_chat(m);
+    let routing_history = crate::router::history::PolicyHistory::open(storage.db())?;
+    let start_with = routing_history.startup(config.routing.as_ref())?;
+    let known = |m: &str| models.resolve(m).is_ok() || crate::api::chat::is_local_chat(m);
+    let mut raw = start_with.policy.clone();
+    if start_with.source != crate::router::history::Source::Config {
+        // A policy applied through the API over this same config file: keep it, unless the
+        // models it names are gone.
+        let restored = raw
+            .clone()
+            .map(|r| crate::router::build_policy(r, &known, &ledger.store))
+            .transpose();
+        match restored {
+            Ok(p) => {
+                tracing::info!(
+                    version = start_with.version,
+                    "routing policy restored from its last applied version"
+                );
+                routing.store(p.map(Arc::new));
+                raw = None;
+            }
+            Err(e) => {
+                tracing::warn!(version = start_with.version, error = %e, "the last applied routing policy no longer validates; the config file's is used");
+                raw = config.routing.clone();
+                routing_history.record(
+                    raw.clone(),
+                    crate::router::history::Source::Config,
+                    None,
+                    &crate::router::history::config_digest(config.routing.as_ref()),
+                )?;
+            }
+        }
+    }
+    if let Some(raw) = raw {
         let policy =
             crate::router::build_policy(raw, &known, &ledger.store).map_err(StartError::Routing)?;
         routing.store(Some(Arc::new(policy)));
@@ -132,6 +163,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         local: registry.local.clone(),
         ledger,
         routing,
+        routing_history,
         cache,
         jobs,
         upstreams,

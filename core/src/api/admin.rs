@@ -190,6 +190,11 @@ pub struct RequestsQuery {
     pub status: Option<String>,
     /// At most this many (1 to 1000, default 100).
     pub limit: Option<usize>,
+    /// Where the previous page ended (its `next_cursor`).
+    pub cursor: Option<String>,
+    /// Leave out the scorer's feature vectors (hundreds of numbers per routed call).
+    #[serde(default)]
+    pub compact: bool,
 }
 
 fn parse_time(param: &str, v: &str) -> Result<u64, ApiError> {
@@ -232,30 +237,62 @@ pub async fn requests(
             ));
         }
     }
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.split_once('_')
+                .and_then(|(ts, i)| Some((ts.parse::<u64>().ok()?, i.parse::<u32>().ok()?)))
+                .ok_or_else(|| {
+                    ApiError::param(
+                        "cursor",
+                        "'cursor' must be a `next_cursor` from a previous page.",
+                    )
+                })
+        })
+        .transpose()?;
+    let until_us = q
+        .until
+        .as_deref()
+        .map(|v| parse_time("until", v))
+        .transpose()?;
     let query = Query {
         since_us: q
             .since
             .as_deref()
             .map(|v| parse_time("since", v))
             .transpose()?,
-        until_us: q
-            .until
-            .as_deref()
-            .map(|v| parse_time("until", v))
-            .transpose()?,
+        until_us,
         tenant: q.tenant,
         user: q.user,
         model: q.model,
         status: q.status,
         limit,
+        after: cursor,
     };
+    let compact = q.compact;
     state.ledger.flush().await;
-    let records = state
-        .ledger
-        .store
-        .query(&query, 200_000)
+    let st = state.clone();
+    let (mut records, last) = web::block(move || st.ledger.store.query_page(&query, 200_000))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(storage_error)?;
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": records})))
+    if compact {
+        for r in &mut records {
+            if let Some(i) = r.route_inputs.as_mut() {
+                i.features = None;
+            }
+        }
+    }
+    let next_cursor = (records.len() == limit)
+        .then(|| last.map(|(ts, i)| format!("{ts}_{i}")))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({
+        "object": "list",
+        "data": records,
+        "has_more": next_cursor.is_some(),
+        "next_cursor": next_cursor,
+    })))
 }
 
 /// `GET /admin/requests/{id}`: one call's full record.
@@ -301,14 +338,123 @@ pub async fn events(
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": events})))
 }
 
+/// The policy in force as answered by the policy routes: its view plus its version.
+fn policy_view(state: &AppState) -> Result<serde_json::Value, ApiError> {
+    let version = state
+        .routing_history
+        .latest()
+        .map_err(storage_error)?
+        .map(|v| v.version);
+    Ok(state
+        .routing
+        .load_full()
+        .as_ref()
+        .map_or(serde_json::Value::Null, |p| {
+            let mut v = p.view();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("version".to_owned(), json!(version));
+            }
+            v
+        }))
+}
+
 /// `GET /admin/routing/policy`: the policy in force (`null` when routing is off).
 pub async fn get_policy(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &req)?;
-    let current = state.routing.load_full();
-    Ok(HttpResponse::Ok().json(current.as_ref().map(|p| p.view())))
+    Ok(HttpResponse::Ok().json(policy_view(&state)?))
+}
+
+/// Record a newly installed policy as the next version.
+fn record_version(
+    state: &AppState,
+    raw: crate::router::policy::RawRouting,
+    source: crate::router::history::Source,
+    restored: Option<u64>,
+) -> Result<(), ApiError> {
+    let digest = crate::router::history::config_digest(state.config.routing.as_ref());
+    state
+        .routing_history
+        .record(Some(raw), source, restored, &digest)
+        .map_err(storage_error)?;
+    Ok(())
+}
+
+/// Query of `GET /admin/routing/history`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// At most this many versions, newest first (1 to 200, default 50).
+    pub limit: Option<usize>,
+}
+
+/// `GET /admin/routing/history`: the policies applied, newest first.
+pub async fn policy_history(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::param(
+            "limit",
+            "'limit' must be between 1 and 200.",
+        ));
+    }
+    let data = state.routing_history.list(limit).map_err(storage_error)?;
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}
+
+/// Body of `POST /admin/routing/rollback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// The version to make current again.
+    pub version: u64,
+}
+
+/// `POST /admin/routing/rollback {"version": N}`: apply an earlier version again (validated
+/// as a new policy would be); recorded as a new version.
+pub async fn policy_rollback(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let ask: Rollback = admin_body(&state, &req, payload).await?;
+    let Some(old) = state
+        .routing_history
+        .get(ask.version)
+        .map_err(storage_error)?
+    else {
+        return Err(ApiError::NotFound(format!(
+            "No routing policy version {} is kept.",
+            ask.version
+        )));
+    };
+    let Some(raw) = old.policy else {
+        return Err(ApiError::param(
+            "version",
+            format!(
+                "Version {} had routing off; there is nothing to apply.",
+                ask.version
+            ),
+        ));
+    };
+    let known = |m: &str| state.models.resolve(m).is_ok() || super::chat::is_local_chat(m);
+    state.ledger.flush().await;
+    let policy = crate::router::build_policy(raw.clone(), &known, &state.ledger.store)?;
+    state.routing.store(Some(std::sync::Arc::new(policy)));
+    record_version(
+        &state,
+        raw,
+        crate::router::history::Source::Rollback,
+        Some(ask.version),
+    )?;
+    tracing::info!(restored = ask.version, "routing policy rolled back");
+    Ok(HttpResponse::Ok().json(policy_view(&state)?))
 }
 
 /// `PUT /admin/routing/policy`: validate a new policy and make it current for the next
@@ -332,9 +478,10 @@ pub async fn put_policy(
     state.ledger.flush().await;
     let policy = crate::router::build_policy(raw, &known, &state.ledger.store)?;
     tracing::info!(model = %policy.raw.model, tiers = policy.raw.tiers.len(), calibrated = ?policy.calibration(), "routing policy replaced");
-    let body = policy.view();
+    let raw = policy.raw.clone();
     state.routing.store(Some(std::sync::Arc::new(policy)));
-    Ok(HttpResponse::Ok().json(body))
+    record_version(&state, raw, crate::router::history::Source::Api, None)?;
+    Ok(HttpResponse::Ok().json(policy_view(&state)?))
 }
 
 /// Body of `POST /admin/routing/simulate`.
@@ -547,4 +694,124 @@ pub async fn cache_purge(
         .await
         .ok_or_else(|| ApiError::Internal("the cache actor is not running".to_owned()))?;
     Ok(HttpResponse::Ok().json(json!({"removed": removed})))
+}
+
+/// Query of `GET /admin/timeline`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineQuery {
+    /// Minutes back from now (1 to 60, default 15), in 10-second points.
+    pub minutes: Option<u64>,
+}
+
+/// `GET /admin/timeline`: the last minutes in 10-second points (rate, errors, latency and
+/// TTFT percentiles, cache hits, local and cloud calls, cost, savings): the overview's charts.
+pub async fn timeline(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<TimelineQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    let minutes = q.minutes.unwrap_or(15);
+    if !(1..=60).contains(&minutes) {
+        return Err(ApiError::param(
+            "minutes",
+            "'minutes' must be between 1 and 60.",
+        ));
+    }
+    state.ledger.flush().await;
+    let slot_s = ledger::stats::SLOT.as_secs();
+    let points = state
+        .ledger
+        .stats
+        .lock()
+        .map(|s| s.timeline(ledger::now_us(), minutes * 60 / slot_s))
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok().json(json!({"step_s": slot_s, "points": points})))
+}
+
+/// `GET /admin/providers`: every upstream's health, breaker, rate-limit headroom and latency
+/// percentiles (1, 5 and 15 minutes).
+pub async fn providers(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    state.ledger.flush().await;
+    let now = ledger::now_us();
+    let stats = state.ledger.stats.lock().ok();
+    let data: Vec<serde_json::Value> = state
+        .upstreams
+        .iter()
+        .map(|u| {
+            let mut v = serde_json::to_value(u.health()).unwrap_or_default();
+            let latency: BTreeMap<String, ledger::stats::Percentiles> = ledger::stats::WINDOWS
+                .iter()
+                .filter_map(|w| {
+                    let p =
+                        stats
+                            .as_ref()?
+                            .percentiles("latency", "provider", u.name(), now, *w)?;
+                    (p.count > 0).then(|| (format!("{}s", w.as_secs()), p))
+                })
+                .collect();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("latency".to_owned(), json!(latency));
+                o.insert(
+                    "base_url".to_owned(),
+                    json!(crate::providers::redact_url(&u.spec().base_url)),
+                );
+            }
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}
+
+/// `GET /admin/keys`: the configured API keys (ids, tenants, roles; never the hashes) with
+/// today's calls and spend, and the spend budgets.
+pub async fn keys(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &req)?;
+    state.ledger.flush().await;
+    let day = ledger::today();
+    let by = state.ledger.store.day(&day).map_err(storage_error)?;
+    let used = |dim: &str, name: &str| {
+        by.get(dim)
+            .and_then(|m| m.get(name))
+            .copied()
+            .unwrap_or_default()
+            .view()
+    };
+    let keys: Vec<serde_json::Value> = state
+        .config
+        .auth
+        .keys
+        .iter()
+        .map(|k| {
+            json!({
+                "id": k.id,
+                "tenant": k.tenant,
+                "admin": k.admin,
+                "today": used("key", &k.id),
+            })
+        })
+        .collect();
+    let tenants: std::collections::BTreeSet<&str> = state
+        .config
+        .auth
+        .keys
+        .iter()
+        .map(|k| k.tenant.as_str())
+        .collect();
+    let tenants: BTreeMap<&str, serde_json::Value> = tenants
+        .into_iter()
+        .map(|t| (t, used("tenant", t)))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "day": day,
+        "allow_unauthenticated_loopback": state.config.auth.allow_unauthenticated_loopback,
+        "keys": keys,
+        "tenants": tenants,
+        "budgets": state.ledger.budgets.view(&day),
+    })))
 }

@@ -28,6 +28,8 @@ pub struct Authenticator {
     allow_loopback: bool,
     /// Digest of the credential the daemon's own job workers present (random per process).
     internal: Option<[u8; 32]>,
+    /// Control-UI sign-ins.
+    sessions: super::ui::Sessions,
 }
 
 impl Authenticator {
@@ -51,6 +53,33 @@ impl Authenticator {
             by_hash,
             allow_loopback: cfg.allow_unauthenticated_loopback,
             internal: None,
+            sessions: super::ui::Sessions::default(),
+        }
+    }
+
+    /// The control UI's sessions.
+    pub fn sessions(&self) -> &super::ui::Sessions {
+        &self.sessions
+    }
+
+    /// The configured key `key` belongs to, if any.
+    pub fn check_key(&self, key: &str) -> Option<Principal> {
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        self.by_hash.get(&digest).cloned()
+    }
+
+    /// A signed-in UI session; a state-changing call must also carry the UI's header (a
+    /// cross-site form cannot).
+    fn session_principal(&self, req: &HttpRequest) -> Option<Result<Principal, ApiError>> {
+        let p = self.sessions.get(super::ui::session_cookie(req)?)?;
+        let safe = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+        if safe || req.headers().contains_key(super::ui::CSRF_HEADER) {
+            Some(Ok(p))
+        } else {
+            Some(Err(ApiError::Forbidden(format!(
+                "A call made with the UI's session cookie must carry `{}: 1`.",
+                super::ui::CSRF_HEADER
+            ))))
         }
     }
 
@@ -100,10 +129,18 @@ impl Authenticator {
                     )),
                 }
             }
-            None if open_loopback => Ok(anonymous()),
-            None => Err(ApiError::Unauthorized(
-                "You didn't provide an API key. Send it as `Authorization: Bearer KEY`.".to_owned(),
-            )),
+            None => {
+                if let Some(r) = self.session_principal(req) {
+                    return r;
+                }
+                if open_loopback {
+                    return Ok(anonymous());
+                }
+                Err(ApiError::Unauthorized(
+                    "You didn't provide an API key. Send it as `Authorization: Bearer KEY`."
+                        .to_owned(),
+                ))
+            }
         }
     }
 }

@@ -292,6 +292,42 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
 }
 
+/// `GET /admin/jobs`: every tenant's jobs, newest first, for the control UI (webhook URLs
+/// without their query, which may carry a token).
+pub async fn admin_list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let jobs = jobs_of(&state)?;
+    if !state.auth.authenticate(&req)?.admin {
+        return Err(ApiError::Forbidden(
+            "This key may not read /admin: set `admin = true` on it in [[auth.keys]].".to_owned(),
+        ));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::param(
+            "limit",
+            "'limit' must be between 1 and 1000.",
+        ));
+    }
+    let data: Vec<Value> = jobs
+        .store
+        .list(None, q.state, limit)
+        .iter()
+        .map(|j| {
+            let mut v = j.view(false);
+            v["tenant"] = json!(j.tenant);
+            if let Some(url) = v.pointer_mut("/webhook/url") {
+                *url = json!(url.as_str().map(crate::providers::redact_url));
+            }
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}
+
 fn cancel_job(state: &AppState, job: &Job) -> Result<Job, ApiError> {
     let now = now_s();
     let updated = jobs_of(state)?

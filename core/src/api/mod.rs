@@ -16,6 +16,7 @@ pub mod messages;
 pub mod models;
 pub mod sse;
 pub mod summarize;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -49,6 +50,8 @@ pub struct AppState {
     pub ledger: Arc<crate::ledger::Ledger>,
     /// The routing policy in force (replaced whole by `PUT /admin/routing/policy`).
     pub routing: crate::router::policy::PolicySlot,
+    /// Every policy applied, for the UI's history and rollback.
+    pub routing_history: crate::router::history::PolicyHistory,
     /// The response cache.
     pub cache: Arc<crate::cache::Cache>,
     /// Async jobs and batches.
@@ -123,6 +126,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(jobs::cancel_batch),
     )
     .route("/admin/cache/purge", web::post().to(admin::cache_purge))
+    .route("/admin/timeline", web::get().to(admin::timeline))
+    .route("/admin/providers", web::get().to(admin::providers))
+    .route("/admin/keys", web::get().to(admin::keys))
+    .route("/admin/jobs", web::get().to(jobs::admin_list))
+    .route(
+        "/admin/routing/history",
+        web::get().to(admin::policy_history),
+    )
+    .route(
+        "/admin/routing/rollback",
+        web::post().to(admin::policy_rollback),
+    )
+    .route("/ui", web::get().to(ui::root))
+    .route("/ui/login", web::post().to(ui::login))
+    .route("/ui/logout", web::post().to(ui::logout))
+    .route("/ui/{path:.*}", web::get().to(ui::asset))
     .service(
         web::resource("/admin/routing/policy")
             .route(web::get().to(admin::get_policy))

@@ -95,7 +95,16 @@ impl Ledger {
         let day = today();
         budgets.load_day(&day, &store.day(&day)?);
         let (events_tx, events_rx) = mpsc::channel();
-        let stats = Arc::new(Mutex::new(LatencyStats::default()));
+        let mut warm = LatencyStats::default();
+        // The last hour's calls, so the percentiles and the overview's timeline survive a
+        // restart.
+        let hour_ago =
+            now_us().saturating_sub(stats::TIMELINE_SLOTS * stats::SLOT.as_micros() as u64);
+        let warmed = store.for_each_since(hour_ago, 500_000, |r| warm.add(r))?;
+        if warmed > 0 {
+            tracing::debug!(records = warmed, "latency windows warmed from the ledger");
+        }
+        let stats = Arc::new(Mutex::new(warm));
         let counters = Arc::new(LedgerCounters::default());
         let latency = Arc::new(Mutex::new(events::LatencyWatch::new(
             config.latency_budgets.clone(),

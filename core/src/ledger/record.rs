@@ -101,7 +101,7 @@ impl Outcome {
 }
 
 /// One call, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct CallRecord {
     /// Request id (`x-request-id`).
     pub id: String,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::record::CallRecord;
+use super::record::{CallRecord, Outcome, Tier};
 
 /// Width of one slot.
 pub const SLOT: Duration = Duration::from_secs(10);
@@ -107,10 +107,86 @@ pub type ByWindow = BTreeMap<String, Percentiles>;
 /// metric → dimension → value → window → percentiles.
 pub type Snapshot = BTreeMap<String, BTreeMap<String, BTreeMap<String, ByWindow>>>;
 
-/// Latency series by (metric, dimension, value).
+/// Latency series by (metric, dimension, value), and the last hour's timeline.
 #[derive(Default)]
 pub struct LatencyStats {
     series: HashMap<(&'static str, &'static str), HashMap<String, Series>>,
+    timeline: VecDeque<Point>,
+}
+
+/// Timeline points kept (one hour of 10-second slots).
+pub const TIMELINE_SLOTS: u64 = 360;
+
+/// One 10-second slot of the timeline: what the overview charts plot.
+struct Point {
+    slot: u64,
+    calls: u64,
+    errors: u64,
+    cache_hits: u64,
+    local: u64,
+    cloud: u64,
+    cost_pusd: u64,
+    savings_pusd: u64,
+    latency: Histogram<u32>,
+    ttft: Histogram<u32>,
+}
+
+impl Point {
+    fn new(slot: u64) -> Self {
+        Self {
+            slot,
+            calls: 0,
+            errors: 0,
+            cache_hits: 0,
+            local: 0,
+            cloud: 0,
+            cost_pusd: 0,
+            savings_pusd: 0,
+            latency: histogram(),
+            ttft: histogram(),
+        }
+    }
+
+    fn add(&mut self, r: &CallRecord) {
+        self.calls += 1;
+        self.errors += u64::from(r.outcome != Outcome::Ok);
+        self.cache_hits += u64::from(r.cache.is_hit());
+        self.local += u64::from(r.tier == Tier::Local);
+        self.cloud += u64::from(r.tier == Tier::Cloud);
+        self.cost_pusd += r.cost_pusd;
+        self.savings_pusd += r.savings_pusd;
+        let _ = self.latency.record(((r.latency_ms * 1000.0) as u64).max(1));
+        if let Some(t) = r.ttft_ms {
+            let _ = self.ttft.record(((t * 1000.0) as u64).max(1));
+        }
+    }
+}
+
+/// One point of `GET /admin/timeline`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TimelinePoint {
+    /// Slot start, unix seconds.
+    pub t: u64,
+    /// Calls that ended in the slot.
+    pub calls: u64,
+    /// Calls per second.
+    pub rps: f64,
+    /// Calls that ended in an error.
+    pub errors: u64,
+    /// Answered from the cache.
+    pub cache_hits: u64,
+    /// Answered by a local model.
+    pub local: u64,
+    /// Answered by an upstream.
+    pub cloud: u64,
+    /// Cost, USD.
+    pub cost_usd: f64,
+    /// Savings against the baseline model, USD.
+    pub savings_usd: f64,
+    /// Latency percentiles (none without calls).
+    pub latency: Option<Percentiles>,
+    /// Time to first token percentiles (streams only).
+    pub ttft: Option<Percentiles>,
 }
 
 fn slot_of(ts_us: u64) -> u64 {
@@ -138,6 +214,7 @@ impl LatencyStats {
     pub fn add(&mut self, r: &CallRecord) {
         let end_us = r.ts_us + (r.latency_ms * 1000.0) as u64;
         let slot = slot_of(end_us);
+        self.add_point(slot, r);
         let us = (r.latency_ms * 1000.0) as u64;
         self.record("latency", "endpoint", &r.endpoint, slot, us);
         if let Some(m) = &r.model_requested {
@@ -161,6 +238,73 @@ impl LatencyStats {
             self.record("overhead", "all", "", slot, ous);
             self.record("overhead", "endpoint", &r.endpoint, slot, ous);
         }
+    }
+
+    fn add_point(&mut self, slot: u64, r: &CallRecord) {
+        let newest = self.timeline.back().map_or(0, |p| p.slot);
+        if slot + TIMELINE_SLOTS <= newest {
+            return;
+        }
+        // Calls arrive nearly in order: look from the back.
+        let at = self.timeline.iter().rposition(|p| p.slot <= slot);
+        match at {
+            Some(i) if self.timeline[i].slot == slot => self.timeline[i].add(r),
+            _ => {
+                let mut p = Point::new(slot);
+                p.add(r);
+                self.timeline.insert(at.map_or(0, |i| i + 1), p);
+            }
+        }
+        let newest = self.timeline.back().map_or(slot, |p| p.slot);
+        while self
+            .timeline
+            .front()
+            .is_some_and(|p| p.slot + TIMELINE_SLOTS <= newest)
+        {
+            self.timeline.pop_front();
+        }
+    }
+
+    /// The last `slots` ten-second slots up to now, oldest first, empty slots included.
+    pub fn timeline(&self, now_us: u64, slots: u64) -> Vec<TimelinePoint> {
+        let now_slot = slot_of(now_us);
+        let first = now_slot.saturating_sub(slots.clamp(1, TIMELINE_SLOTS) - 1);
+        let secs = SLOT.as_secs();
+        let mut points = self.timeline.iter().filter(|p| p.slot >= first).peekable();
+        let mut out = Vec::new();
+        for slot in first..=now_slot {
+            let p = points.next_if(|p| p.slot == slot);
+            let usd = super::record::pusd_to_usd;
+            out.push(match p {
+                Some(p) => TimelinePoint {
+                    t: slot * secs,
+                    calls: p.calls,
+                    rps: p.calls as f64 / secs as f64,
+                    errors: p.errors,
+                    cache_hits: p.cache_hits,
+                    local: p.local,
+                    cloud: p.cloud,
+                    cost_usd: usd(p.cost_pusd),
+                    savings_usd: usd(p.savings_pusd),
+                    latency: (!p.latency.is_empty()).then(|| Percentiles::of(&p.latency)),
+                    ttft: (!p.ttft.is_empty()).then(|| Percentiles::of(&p.ttft)),
+                },
+                None => TimelinePoint {
+                    t: slot * secs,
+                    calls: 0,
+                    rps: 0.0,
+                    errors: 0,
+                    cache_hits: 0,
+                    local: 0,
+                    cloud: 0,
+                    cost_usd: 0.0,
+                    savings_usd: 0.0,
+                    latency: None,
+                    ttft: None,
+                },
+            });
+        }
+        out
     }
 
     /// Percentiles of one series over `window` ending now.
@@ -220,5 +364,39 @@ mod tests {
         s.record(200, 2_000);
         assert_eq!(s.slots.len(), 1, "slots beyond 15 minutes are dropped");
         assert_eq!(s.total.len(), 102);
+    }
+
+    fn call(ts_s: u64, latency_ms: f64, ok: bool) -> CallRecord {
+        CallRecord {
+            ts_us: ts_s * 1_000_000,
+            latency_ms,
+            outcome: if ok { Outcome::Ok } else { Outcome::Error },
+            tier: Tier::Cloud,
+            cost_pusd: 1_000_000,
+            ..CallRecord::default()
+        }
+    }
+
+    #[test]
+    fn the_timeline_fills_gaps_and_takes_late_calls() {
+        let mut st = LatencyStats::default();
+        let base = 1_800_000_000u64;
+        st.add(&call(base, 100.0, true));
+        st.add(&call(base + 30, 300.0, false));
+        // A late call for the first slot, after a newer one.
+        st.add(&call(base + 1, 200.0, true));
+        let tl = st.timeline((base + 30) * 1_000_000, 4);
+        assert_eq!(tl.len(), 4);
+        assert_eq!(tl.iter().map(|p| p.calls).collect::<Vec<_>>(), [2, 0, 0, 1]);
+        assert_eq!(tl[0].t, base / 10 * 10);
+        assert_eq!(tl[3].errors, 1);
+        assert!(tl[1].latency.is_none());
+        let p = tl[0].latency.expect("latency of the first slot");
+        assert!((p.max_ms - 200.0).abs() < 3.0, "{p:?}");
+        assert!((tl[0].cost_usd - 2e-6).abs() < 1e-12);
+        // An hour later, the first points are gone.
+        st.add(&call(base + 3_700, 10.0, true));
+        let tl = st.timeline((base + 3_700) * 1_000_000, TIMELINE_SLOTS);
+        assert_eq!(tl.iter().map(|p| p.calls).sum::<u64>(), 1);
     }
 }

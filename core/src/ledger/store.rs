@@ -28,6 +28,9 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
+/// Where a record sits: its page's key time and its index in the page (a paging cursor).
+pub type Place = (u64, u32);
+
 /// Filters of `GET /admin/requests`.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
@@ -45,6 +48,9 @@ pub struct Query {
     pub status: Option<String>,
     /// Most records returned (newest first).
     pub limit: usize,
+    /// Resume after this place (page key time, record index): where the previous page of
+    /// results ended, from [`LedgerStore::query_page`].
+    pub after: Option<(u64, u32)>,
 }
 
 impl Query {
@@ -348,6 +354,16 @@ impl LedgerStore {
 
     /// Newest first, filtered; decodes at most `max_scan` records.
     pub fn query(&self, q: &Query, max_scan: usize) -> Result<Vec<CallRecord>, StoreError> {
+        Ok(self.query_page(q, max_scan)?.0)
+    }
+
+    /// As [`Self::query`], with the place of the last record returned: pass it back as
+    /// `after` for the next page (stable however many calls arrive in between).
+    pub fn query_page(
+        &self,
+        q: &Query,
+        max_scan: usize,
+    ) -> Result<(Vec<CallRecord>, Option<Place>), StoreError> {
         let bound = |ts: u64| {
             let mut k = [0u8; 9];
             k[0] = PAGE;
@@ -356,17 +372,33 @@ impl LedgerStore {
         };
         let since = q.since_us.unwrap_or(0);
         let until = q.until_us.unwrap_or(u64::MAX);
-        let (lo, hi) = (bound(since), bound(until.saturating_add(PAGE_SLACK_US)));
+        let mut hi_ts = until.saturating_add(PAGE_SLACK_US);
+        if let Some((page_ts, _)) = q.after {
+            hi_ts = hi_ts.min(page_ts.saturating_add(1));
+        }
+        let (lo, hi) = (bound(since), bound(hi_ts));
         let mut out = Vec::new();
+        let mut last = None;
         let mut scanned = 0usize;
         for item in self.tree.range(&lo[..]..&hi[..]).rev() {
-            let (_, v) = item?;
-            for r in decode_page(&v)?.into_iter().rev() {
+            let (k, v) = item?;
+            let page_ts = k
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            let records = decode_page(&v)?;
+            // In the page the previous results ended in, start below where they stopped.
+            let end = match q.after {
+                Some((ts, index)) if ts == page_ts => (index as usize).min(records.len()),
+                _ => records.len(),
+            };
+            for (i, r) in records.into_iter().enumerate().take(end).rev() {
                 scanned += 1;
                 if r.ts_us >= since && r.ts_us < until && q.matches(&r) {
                     out.push(r);
+                    last = Some((page_ts, i as u32));
                     if out.len() >= q.limit {
-                        return Ok(out);
+                        return Ok((out, last));
                     }
                 }
             }
@@ -374,7 +406,32 @@ impl LedgerStore {
                 break;
             }
         }
-        Ok(out)
+        Ok((out, last))
+    }
+
+    /// Every record that started at or after `since_us`, oldest page first (the timeline's
+    /// warm start after a restart); stops after `max` records.
+    pub fn for_each_since(
+        &self,
+        since_us: u64,
+        max: usize,
+        mut f: impl FnMut(&CallRecord),
+    ) -> Result<usize, StoreError> {
+        let mut lo = [0u8; 9];
+        lo[0] = PAGE;
+        lo[1..].copy_from_slice(&since_us.to_be_bytes());
+        let mut n = 0;
+        for item in self.tree.range(&lo[..]..&[PAGE + 1][..]) {
+            let (_, v) = item?;
+            for r in decode_page(&v)?.iter().filter(|r| r.ts_us >= since_us) {
+                f(r);
+                n += 1;
+            }
+            if n >= max {
+                break;
+            }
+        }
+        Ok(n)
     }
 
     /// One record by request id.

@@ -173,6 +173,7 @@ impl Upstream {
             failures: self.failures.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
+            limits: self.limits.headroom(),
         }
     }
 
@@ -333,6 +334,22 @@ pub struct ProviderHealth {
     pub restarts: u64,
     /// Last failure, if any.
     pub last_error: Option<String>,
+    /// Client-side RPM/TPM limits and the last minute's use of them.
+    pub limits: resilience::Headroom,
+}
+
+/// A URL fit to show in the UI or logs: no user, password or query (any may carry a key).
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".to_owned(),
+    }
 }
 
 /// Failures in a row after which an upstream reports unhealthy.

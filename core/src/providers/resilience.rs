@@ -198,6 +198,61 @@ pub struct Limits {
     tpm: Option<(DefaultDirectRateLimiter, u32)>,
     /// Longest a request waits for capacity before failing over.
     pub max_wait: Duration,
+    rpm_limit: Option<u32>,
+    tpm_limit: Option<u32>,
+    used: Mutex<MinuteWindow>,
+}
+
+/// Requests and estimated tokens admitted in the last minute, in one-second buckets: what the
+/// control UI shows as rate-limit headroom (`governor` answers only "may I", not "how much").
+struct MinuteWindow {
+    /// (unix second, requests, tokens) per bucket, indexed by second % 60.
+    buckets: [(u64, u32, u64); 60],
+}
+
+impl Default for MinuteWindow {
+    fn default() -> Self {
+        Self {
+            buckets: [(0, 0, 0); 60],
+        }
+    }
+}
+
+impl MinuteWindow {
+    fn add(&mut self, now_s: u64, tokens: u32) {
+        let b = &mut self.buckets[(now_s % 60) as usize];
+        if b.0 != now_s {
+            *b = (now_s, 0, 0);
+        }
+        b.1 = b.1.saturating_add(1);
+        b.2 += u64::from(tokens);
+    }
+
+    fn sum(&self, now_s: u64) -> (u32, u64) {
+        self.buckets
+            .iter()
+            .filter(|b| b.0 + 60 > now_s && b.0 <= now_s)
+            .fold((0, 0), |(r, t), b| (r.saturating_add(b.1), t + b.2))
+    }
+}
+
+/// Client-side limits beside what the last minute used of them.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Headroom {
+    /// Configured requests per minute (`None`: unlimited).
+    pub rpm_limit: Option<u32>,
+    /// Requests admitted in the last 60 s.
+    pub rpm_used: u32,
+    /// Configured tokens per minute (`None`: unlimited).
+    pub tpm_limit: Option<u32>,
+    /// Estimated tokens admitted in the last 60 s.
+    pub tpm_used: u64,
+}
+
+fn unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Limits {
@@ -220,6 +275,26 @@ impl Limits {
             rpm,
             tpm,
             max_wait: spec.max_wait,
+            rpm_limit: spec.rpm.filter(|n| *n > 0),
+            tpm_limit: spec.tpm.filter(|n| *n > 0),
+            used: Mutex::new(MinuteWindow::default()),
+        }
+    }
+
+    /// The last minute's use beside the limits.
+    pub fn headroom(&self) -> Headroom {
+        let (rpm_used, tpm_used) = self.used.lock().map_or((0, 0), |w| w.sum(unix_s()));
+        Headroom {
+            rpm_limit: self.rpm_limit,
+            rpm_used,
+            tpm_limit: self.tpm_limit,
+            tpm_used,
+        }
+    }
+
+    fn note(&self, tokens: u32) {
+        if let Ok(mut w) = self.used.lock() {
+            w.add(unix_s(), tokens);
         }
     }
 
@@ -247,11 +322,13 @@ impl Limits {
     /// returns how long until capacity is expected.
     pub async fn acquire(&self, tokens: u32, deadline: Instant) -> Result<(), Duration> {
         if self.rpm.is_none() && self.tpm.is_none() {
+            self.note(tokens);
             return Ok(());
         }
         let give_up = (Instant::now() + self.max_wait).min(deadline);
         loop {
             let Some(wait) = self.try_take(tokens) else {
+                self.note(tokens);
                 return Ok(());
             };
             let wait = wait.max(Duration::from_millis(1));

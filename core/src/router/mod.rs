@@ -4,6 +4,7 @@
 //! snapshot built at start-up, so handlers never queue behind an actor to read it. A name of
 //! the form `provider/model` addresses a configured provider directly.
 
+pub mod history;
 pub mod learn;
 pub mod policy;
 
