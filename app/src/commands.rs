@@ -98,36 +98,39 @@ pub async fn connect(app: AppHandle, url: String) -> Result<String, String> {
         .map_err(|e| e.to_string())?
 }
 
+/// Start a daemon on this machine (unless one of ours runs) and connect to it.
+pub fn start_local_blocking(app: &AppHandle) -> Result<String, String> {
+    let state = app.state::<AppState>();
+    let running = state
+        .sidecar
+        .lock()
+        .ok()
+        .and_then(|g| g.as_ref().map(|s| s.url.clone()));
+    let url = match running {
+        Some(u) => u,
+        None => {
+            let dir = app
+                .path()
+                .app_data_dir()
+                .map_err(|e| e.to_string())?
+                .join("daemon");
+            let sidecar = daemon::start(&dir)?;
+            let url = sidecar.url.clone();
+            if let Ok(mut g) = state.sidecar.lock() {
+                *g = Some(sidecar);
+            }
+            url
+        }
+    };
+    connect_to(app, url.as_str(), false)
+}
+
 /// `start_local()`: start a daemon on this machine (stopped when the app exits) and connect.
 #[tauri::command]
 pub async fn start_local(app: AppHandle) -> Result<String, String> {
-    tauri::async_runtime::spawn_blocking(move || {
-        let state = app.state::<AppState>();
-        let running = state
-            .sidecar
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(|s| s.url.clone()));
-        let url = match running {
-            Some(u) => u,
-            None => {
-                let dir = app
-                    .path()
-                    .app_data_dir()
-                    .map_err(|e| e.to_string())?
-                    .join("daemon");
-                let sidecar = daemon::start(&dir)?;
-                let url = sidecar.url.clone();
-                if let Ok(mut g) = state.sidecar.lock() {
-                    *g = Some(sidecar);
-                }
-                url
-            }
-        };
-        connect_to(&app, url.as_str(), false)
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    tauri::async_runtime::spawn_blocking(move || start_local_blocking(&app))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 /// `stop_local()`: stop the daemon this app started, if any.

@@ -92,6 +92,8 @@ pub fn start(data_dir: &Path) -> Result<Sidecar, String> {
         .arg("serve")
         .arg("--config")
         .arg(&config)
+        // Even if this app is killed outright, the daemon notices and shuts down.
+        .arg("--exit-with-parent")
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)

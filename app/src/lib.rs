@@ -4,7 +4,8 @@
 //! daemon by URL (remembered for next time) or starts one on this machine as a sidecar
 //! process, which it stops again when the app exits. Once connected, the window shows the
 //! daemon's own `/ui`, so the desktop app and a browser see the same UI. A tray icon shows
-//! whether the daemon is healthy. `--url URL` (or `SWITCHYARD_URL`) connects at start.
+//! whether the daemon is healthy. `--url URL` (or `SWITCHYARD_URL`) connects at start;
+//! `--local` starts a local daemon at start.
 
 mod commands;
 mod daemon;
@@ -25,20 +26,48 @@ pub struct AppState {
     pub health: Mutex<String>,
 }
 
-/// The URL to connect to at start: `--url URL`, then `SWITCHYARD_URL`, then the saved one.
-fn startup_url(app: &tauri::AppHandle) -> Option<String> {
+/// What to do at start.
+enum Startup {
+    /// Connect to this URL.
+    Url(String),
+    /// Start a local daemon and connect to it.
+    Local,
+    /// Show the connect page.
+    Ask,
+}
+
+/// `--local`, `--url URL`, then `SWITCHYARD_URL`, then the saved URL.
+fn startup(app: &tauri::AppHandle) -> Startup {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--local" {
+            return Startup::Local;
+        }
         if a == "--url" {
-            return args.next();
+            if let Some(u) = args.next() {
+                return Startup::Url(u);
+            }
         }
         if let Some(u) = a.strip_prefix("--url=") {
-            return Some(u.to_owned());
+            return Startup::Url(u.to_owned());
         }
     }
     std::env::var("SWITCHYARD_URL")
         .ok()
         .or_else(|| commands::saved_url(app))
+        .map_or(Startup::Ask, Startup::Url)
+}
+
+/// End the app on SIGTERM, SIGINT or SIGHUP through its normal exit (which stops a sidecar).
+fn exit_on_signals(app: tauri::AppHandle) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            app.exit(0);
+        }
+    });
+    Ok(())
 }
 
 /// Build and run the app until it exits.
@@ -53,14 +82,25 @@ pub fn run() {
         ])
         .setup(|app| {
             tray::install(app.handle())?;
+            exit_on_signals(app.handle().clone())?;
             let handle = app.handle().clone();
-            if let Some(url) = startup_url(&handle) {
-                // Connect off the main thread: the health check may take a moment.
-                std::thread::spawn(move || {
-                    if let Err(e) = commands::connect_to(&handle, &url, false) {
-                        eprintln!("switchyard-app: {e}");
-                    }
-                });
+            // Off the main thread: health checks and a daemon's start take a moment.
+            match startup(&handle) {
+                Startup::Url(url) => {
+                    std::thread::spawn(move || {
+                        if let Err(e) = commands::connect_to(&handle, &url, false) {
+                            eprintln!("switchyard-app: {e}");
+                        }
+                    });
+                }
+                Startup::Local => {
+                    std::thread::spawn(move || {
+                        if let Err(e) = commands::start_local_blocking(&handle) {
+                            eprintln!("switchyard-app: {e}");
+                        }
+                    });
+                }
+                Startup::Ask => {}
             }
             tray::watch(app.handle().clone());
             Ok(())

@@ -31,6 +31,10 @@ pub enum Command {
         /// Data folder for the embedded store.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Shut down (gracefully) when the process that started this one goes away: for a
+        /// daemon run as an app's sidecar, which must not outlive the app even if it crashes.
+        #[arg(long)]
+        exit_with_parent: bool,
     },
     /// Validate a config file and print what it configures.
     CheckConfig {

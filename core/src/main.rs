@@ -16,6 +16,7 @@ fn main() -> anyhow::Result<()> {
             config,
             listen,
             data_dir,
+            exit_with_parent,
         } => {
             let config = cli::serve_config(config, listen, data_dir)?;
             let _telemetry = switchyard_core::telemetry::init(&config.log, &config.observability);
@@ -27,6 +28,21 @@ fn main() -> anyhow::Result<()> {
             actix_rt::System::new().block_on(async move {
                 let running = switchyard_core::server::start(config).await?;
                 let ledger = std::sync::Arc::clone(&running.state.ledger);
+                if exit_with_parent {
+                    let parent = rustix::process::getppid();
+                    let handle = running.handle.clone();
+                    actix_rt::spawn(async move {
+                        loop {
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                            // An orphan is adopted by init (or a subreaper): its parent changes.
+                            if rustix::process::getppid() != parent {
+                                tracing::warn!("the parent process is gone: shutting down");
+                                handle.stop(true).await;
+                                return;
+                            }
+                        }
+                    });
+                }
                 running.wait().await?;
                 // Write what is still buffered before the process ends.
                 ledger.flush().await;

@@ -236,6 +236,7 @@ export function Routing(_: { arg: string | null }) {
   const [errors, setErrors] = useState<Errors>({});
   const [general, setGeneral] = useState<string | null>(null);
   const [sim, setSim] = useState<Simulation | null>(null);
+  const [simOf, setSimOf] = useState<string>("");
   const [busy, setBusy] = useState(false);
   const [applied, setApplied] = useState<string | null>(null);
   const [limit, setLimit] = useState(1000);
@@ -256,11 +257,16 @@ export function Routing(_: { arg: string | null }) {
     setApplied(null);
   };
 
+  // Bring the first field error into view (the form is longer than a window).
+  const revealError = () =>
+    window.setTimeout(() => document.querySelector(".field-error")?.scrollIntoView({ block: "center" }), 0);
+
   const showError = (e: unknown) => {
     if (e instanceof ApiError && e.param) {
       const path = e.param.replace(/^routing\./, "");
       setErrors({ [path]: e.message.replace(/^routing\.\S+:?\s*/, "") });
       setGeneral(`${e.param}: ${e.message}`);
+      revealError();
     } else setGeneral((e as Error).message);
   };
 
@@ -270,6 +276,7 @@ export function Routing(_: { arg: string | null }) {
     setErrors(e);
     if (Object.keys(e).length) {
       setGeneral("Fix the fields marked in red.");
+      revealError();
       return false;
     }
     return true;
@@ -280,6 +287,7 @@ export function Routing(_: { arg: string | null }) {
     setBusy(true);
     try {
       setSim(await post<Simulation>("/admin/routing/simulate", { policy: draft, limit }));
+      setSimOf(JSON.stringify(draft));
       setGeneral(null);
     } catch (e) {
       showError(e);
@@ -406,6 +414,9 @@ export function Routing(_: { arg: string | null }) {
             <span>routed calls</span>
             <button id="run-whatif" onClick={whatIf} disabled={busy}>Run what-if</button>
           </div>
+          {sim && simOf !== JSON.stringify(draft) && (
+            <p class="banner warn" id="whatif-stale">The draft changed since this what-if: run it again.</p>
+          )}
           {sim ? <WhatIf sim={sim} /> : <p class="muted">Run the draft over recent routed calls to see tier shares, cost and quality before applying it.</p>}
         </section>
       </div>
