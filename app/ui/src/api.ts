@@ -201,7 +201,19 @@ export interface Provider {
   failures: number;
   restarts: number;
   last_error: string | null;
-  limits: { rpm_limit: number | null; rpm_used: number; tpm_limit: number | null; tpm_used: number };
+  limits: {
+    rpm_limit: number | null;
+    rpm_used: number;
+    tpm_limit: number | null;
+    tpm_used: number;
+    upstream: {
+      requests_limit: number | null;
+      requests_remaining: number | null;
+      tokens_limit: number | null;
+      tokens_remaining: number | null;
+      seen_at: number;
+    } | null;
+  };
   latency: Record<string, Percentiles>;
 }
 

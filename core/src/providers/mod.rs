@@ -46,6 +46,7 @@ pub struct Upstream {
     restarts: AtomicU64,
     consecutive_failures: AtomicU32,
     last_error: Mutex<Option<String>>,
+    reported: Mutex<Option<resilience::Reported>>,
 }
 
 impl Upstream {
@@ -63,6 +64,7 @@ impl Upstream {
             restarts: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             last_error: Mutex::new(None),
+            reported: Mutex::new(None),
         })
     }
 
@@ -173,7 +175,10 @@ impl Upstream {
             failures: self.failures.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
-            limits: self.limits.headroom(),
+            limits: resilience::Headroom {
+                upstream: self.reported.lock().ok().and_then(|g| *g),
+                ..self.limits.headroom()
+            },
         }
     }
 
@@ -227,6 +232,11 @@ impl Lease {
     pub fn observe_headers(&self, h: &reqwest::header::HeaderMap) {
         if let Some(d) = resilience::exhausted_for(h) {
             self.upstream.cool_for(d);
+        }
+        if let Some(r) = resilience::Reported::from_headers(h) {
+            if let Ok(mut g) = self.upstream.reported.lock() {
+                *g = Some(r);
+            }
         }
     }
 

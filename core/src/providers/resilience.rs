@@ -236,6 +236,55 @@ impl MinuteWindow {
     }
 }
 
+/// What the provider itself last said about its limits (OpenAI's `x-ratelimit-*`, Anthropic's
+/// `anthropic-ratelimit-*` headers).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Reported {
+    /// Requests allowed per window.
+    pub requests_limit: Option<u64>,
+    /// Requests left in the window.
+    pub requests_remaining: Option<u64>,
+    /// Tokens allowed per window.
+    pub tokens_limit: Option<u64>,
+    /// Tokens left in the window.
+    pub tokens_remaining: Option<u64>,
+    /// When they were seen, unix seconds.
+    pub seen_at: u64,
+}
+
+impl Reported {
+    /// The rate-limit figures in a response's headers, if it carries any.
+    pub fn from_headers(h: &reqwest::header::HeaderMap) -> Option<Self> {
+        let num = |names: [&str; 2]| {
+            names.iter().find_map(|k| {
+                h.get(*k)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+        };
+        let r = Self {
+            requests_limit: num([
+                "x-ratelimit-limit-requests",
+                "anthropic-ratelimit-requests-limit",
+            ]),
+            requests_remaining: num([
+                "x-ratelimit-remaining-requests",
+                "anthropic-ratelimit-requests-remaining",
+            ]),
+            tokens_limit: num([
+                "x-ratelimit-limit-tokens",
+                "anthropic-ratelimit-tokens-limit",
+            ]),
+            tokens_remaining: num([
+                "x-ratelimit-remaining-tokens",
+                "anthropic-ratelimit-tokens-remaining",
+            ]),
+            seen_at: unix_s(),
+        };
+        (r.requests_remaining.is_some() || r.tokens_remaining.is_some()).then_some(r)
+    }
+}
+
 /// Client-side limits beside what the last minute used of them.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Headroom {
@@ -247,6 +296,8 @@ pub struct Headroom {
     pub tpm_limit: Option<u32>,
     /// Estimated tokens admitted in the last 60 s.
     pub tpm_used: u64,
+    /// What the provider last reported, if it sends rate-limit headers.
+    pub upstream: Option<Reported>,
 }
 
 fn unix_s() -> u64 {
@@ -289,6 +340,7 @@ impl Limits {
             rpm_used,
             tpm_limit: self.tpm_limit,
             tpm_used,
+            upstream: None,
         }
     }
 
@@ -461,6 +513,8 @@ mod tests {
             HeaderValue::from_static("1m30s"),
         );
         assert_eq!(exhausted_for(&h), Some(Duration::from_secs(90)));
+        let r = Reported::from_headers(&h).expect("figures");
+        assert_eq!(r.requests_remaining, Some(0));
         h.insert(
             "x-ratelimit-remaining-requests",
             HeaderValue::from_static("5"),
@@ -481,6 +535,20 @@ mod tests {
             d > Duration::from_secs(18) && d <= Duration::from_secs(20),
             "{d:?}"
         );
+        a.insert(
+            "anthropic-ratelimit-tokens-limit",
+            HeaderValue::from_static("80000"),
+        );
+        a.insert(
+            "anthropic-ratelimit-tokens-remaining",
+            HeaderValue::from_static("79000"),
+        );
+        let r = Reported::from_headers(&a).expect("figures");
+        assert_eq!(
+            (r.requests_remaining, r.tokens_limit, r.tokens_remaining),
+            (Some(0), Some(80000), Some(79000))
+        );
+        assert_eq!(Reported::from_headers(&HeaderMap::new()), None);
     }
 
     #[test]

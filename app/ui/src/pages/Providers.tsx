@@ -4,7 +4,7 @@ import type { ChartConfiguration } from "chart.js";
 import { get, Provider } from "../api";
 import { ChartCard, palette } from "../charts";
 import { usePoll } from "../hooks";
-import { fmtMs, fmtNum, fmtPct } from "../format";
+import { fmtAgo, fmtMs, fmtNum, fmtPct } from "../format";
 
 function Meter({ used, limit, label }: { used: number; limit: number | null; label: string }) {
   if (limit == null) return <div class="meter-text">{label}: {fmtNum(used)} / unlimited</div>;
@@ -54,8 +54,22 @@ export function Providers(_: { arg: string | null }) {
               <dt>Latency (5 min)</dt><dd>p50 {fmtMs(p.latency["300s"]?.p50_ms)} · p95 {fmtMs(p.latency["300s"]?.p95_ms)} · p99 {fmtMs(p.latency["300s"]?.p99_ms)}</dd>
               <dt>Restarts</dt><dd>{p.restarts}</dd>
             </dl>
+            <h3>Our limits (last minute)</h3>
             <Meter label="Requests/min" used={p.limits.rpm_used} limit={p.limits.rpm_limit} />
             <Meter label="Tokens/min" used={p.limits.tpm_used} limit={p.limits.tpm_limit} />
+            {p.limits.upstream && (
+              <>
+                <h3>As the provider reports them ({fmtAgo(p.limits.upstream.seen_at)})</h3>
+                {p.limits.upstream.requests_remaining != null && (
+                  <Meter label="Requests used (provider window)" used={(p.limits.upstream.requests_limit ?? 0) - p.limits.upstream.requests_remaining}
+                    limit={p.limits.upstream.requests_limit} />
+                )}
+                {p.limits.upstream.tokens_remaining != null && (
+                  <Meter label="Tokens used (provider window)" used={(p.limits.upstream.tokens_limit ?? 0) - p.limits.upstream.tokens_remaining}
+                    limit={p.limits.upstream.tokens_limit} />
+                )}
+              </>
+            )}
             {p.last_error && <p class="note">Last error: {p.last_error}</p>}
           </section>
         ))}
