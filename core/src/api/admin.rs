@@ -12,7 +12,8 @@ use crate::error::ApiError;
 use crate::ledger::{self, Query, Totals};
 use crate::providers::resilience::BreakerState;
 
-fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+/// The caller must be an admin (a key with `admin = true`, a UI session, or an open loopback).
+pub(crate) fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     let p = state.auth.authenticate(req)?;
     if p.admin {
         Ok(())

@@ -268,6 +268,21 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
+impl ListQuery {
+    /// The page size asked for, checked.
+    fn limit(&self) -> Result<usize, ApiError> {
+        let limit = self.limit.unwrap_or(100);
+        if (1..=1000).contains(&limit) {
+            Ok(limit)
+        } else {
+            Err(ApiError::param(
+                "limit",
+                "'limit' must be between 1 and 1000.",
+            ))
+        }
+    }
+}
+
 /// `GET /v1/jobs`: the caller's jobs, newest first.
 pub async fn list(
     state: web::Data<AppState>,
@@ -276,13 +291,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let jobs = jobs_of(&state)?;
     let p = state.auth.authenticate(&req)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::param(
-            "limit",
-            "'limit' must be between 1 and 1000.",
-        ));
-    }
+    let limit = q.limit()?;
     let data: Vec<Value> = jobs
         .store
         .list(Some(&p.tenant), q.state, limit)
@@ -300,18 +309,8 @@ pub async fn admin_list(
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let jobs = jobs_of(&state)?;
-    if !state.auth.authenticate(&req)?.admin {
-        return Err(ApiError::Forbidden(
-            "This key may not read /admin: set `admin = true` on it in [[auth.keys]].".to_owned(),
-        ));
-    }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::param(
-            "limit",
-            "'limit' must be between 1 and 1000.",
-        ));
-    }
+    super::admin::require_admin(&state, &req)?;
+    let limit = q.limit()?;
     let data: Vec<Value> = jobs
         .store
         .list(None, q.state, limit)
