@@ -21,9 +21,19 @@ if [[ "${1:-}" == "--inner" ]]; then
   "$@" &
   app_pid=$!
   ok=1
+  typed=""
   for _ in $(seq 1 60); do
     sleep 2
     if ! kill -0 "$app_pid" 2>/dev/null; then echo "the app exited early" >&2; break; fi
+    # With TYPE_URL, a person's way in: type the daemon's URL on the connect page, press Enter.
+    if [[ -n "${TYPE_URL:-}" && -z "$typed" ]]; then
+      if win="$(xdotool search --name '^Switchyard$' 2>/dev/null | head -1)" && [[ -n "$win" ]]; then
+        xdotool windowfocus --sync "$win" type --delay 20 "$TYPE_URL"
+        xdotool key Return
+        typed=1
+      fi
+      continue
+    fi
     import -window root "$shot" 2>/dev/null || continue
     page="$(share_of "$shot" '#0f172a')"
     cards="$(share_of "$shot" '#1e293b')"
@@ -90,6 +100,19 @@ if ! under_xvfb "$out/app.png" TERM "$APP_BIN" --url "http://127.0.0.1:$gw_port"
   exit 1
 fi
 echo "screenshot: $out/app.png"
+
+log "desktop app: the URL typed on its connect page, then the saved URL at the next start"
+if ! TYPE_URL="http://127.0.0.1:$gw_port" under_xvfb "$out/app-typed.png" TERM "$APP_BIN"; then
+  echo "connecting from the connect page failed; screenshot: $out/app-typed.png" >&2
+  exit 1
+fi
+settings="$(find "$XDG_CONFIG_HOME" -name settings.json | head -1)"
+grep -q "127.0.0.1:$gw_port" "$settings" || { echo "the daemon URL was not saved" >&2; exit 1; }
+if ! under_xvfb "$out/app-saved.png" TERM "$APP_BIN"; then
+  echo "the app did not reconnect to the saved URL; screenshot: $out/app-saved.png" >&2
+  exit 1
+fi
+echo "saved in $settings and reconnected"
 
 # The laptop case: `--local` starts `switchyard serve` beside the app (the daemon binary next
 # to the app's) with the embedded defaults, and connects to it.

@@ -15,7 +15,7 @@ command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 # The Tauri desktop app: WebKitGTK and friends to build it, Xvfb and ImageMagick for its smoke
 # test under a virtual display.
 for pkg in chromium libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev \
-  libssl-dev build-essential libxdo-dev xvfb xauth dbus-x11 imagemagick; do
+  libssl-dev build-essential libxdo-dev xvfb xauth dbus-x11 imagemagick xdotool; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

@@ -1,4 +1,3 @@
 //! The Switchyard desktop app (see `lib.rs`).
-fn main() {
-    switchyard_app::run()
-}
+#[rustfmt::skip]
+fn main() { switchyard_app::run() }
