@@ -96,6 +96,12 @@ test("the overview charts render with data", async () => {
   assert.notEqual(rps.trim(), "0", "requests/s over the last minute");
   assert.match(await page.textContent("#kpi-cost .value"), /\$/);
   await shot("overview");
+  // The window can widen to the last hour (360 points).
+  const [wide] = await Promise.all([
+    page.waitForResponse((r) => r.url().includes("/admin/timeline?minutes=60")),
+    page.selectOption("#overview-range", "60"),
+  ]);
+  assert.equal((await wide.json()).points.length, 360);
 });
 
 test("routing: a threshold moved and replayed changes the projection; applied, it routes the next call", async () => {

@@ -368,19 +368,27 @@ pub async fn get_policy(
     Ok(HttpResponse::Ok().json(policy_view(&state)?))
 }
 
-/// Record a newly installed policy as the next version.
-fn record_version(
+/// Put a validated policy in force and record it as the next version (one apply at a time,
+/// so the newest version is always the one in force); answers its view with that version.
+fn install_version(
     state: &AppState,
-    raw: crate::router::policy::RawRouting,
+    policy: crate::router::policy::Policy,
     source: crate::router::history::Source,
     restored: Option<u64>,
-) -> Result<(), ApiError> {
+) -> Result<serde_json::Value, ApiError> {
     let digest = crate::router::history::config_digest(state.config.routing.as_ref());
-    state
+    let mut view = policy.view();
+    let raw = policy.raw.clone();
+    let v = state
         .routing_history
-        .record(Some(raw), source, restored, &digest)
+        .install_and_record(Some(raw), source, restored, &digest, || {
+            state.routing.store(Some(std::sync::Arc::new(policy)));
+        })
         .map_err(storage_error)?;
-    Ok(())
+    if let Some(o) = view.as_object_mut() {
+        o.insert("version".to_owned(), json!(v.version));
+    }
+    Ok(view)
 }
 
 /// Query of `GET /admin/routing/history`.
@@ -446,16 +454,15 @@ pub async fn policy_rollback(
     };
     let known = |m: &str| state.models.resolve(m).is_ok() || super::chat::is_local_chat(m);
     state.ledger.flush().await;
-    let policy = crate::router::build_policy(raw.clone(), &known, &state.ledger.store)?;
-    state.routing.store(Some(std::sync::Arc::new(policy)));
-    record_version(
+    let policy = crate::router::build_policy(raw, &known, &state.ledger.store)?;
+    let view = install_version(
         &state,
-        raw,
+        policy,
         crate::router::history::Source::Rollback,
         Some(ask.version),
     )?;
     tracing::info!(restored = ask.version, "routing policy rolled back");
-    Ok(HttpResponse::Ok().json(policy_view(&state)?))
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// `PUT /admin/routing/policy`: validate a new policy and make it current for the next
@@ -479,10 +486,8 @@ pub async fn put_policy(
     state.ledger.flush().await;
     let policy = crate::router::build_policy(raw, &known, &state.ledger.store)?;
     tracing::info!(model = %policy.raw.model, tiers = policy.raw.tiers.len(), calibrated = ?policy.calibration(), "routing policy replaced");
-    let raw = policy.raw.clone();
-    state.routing.store(Some(std::sync::Arc::new(policy)));
-    record_version(&state, raw, crate::router::history::Source::Api, None)?;
-    Ok(HttpResponse::Ok().json(policy_view(&state)?))
+    let view = install_version(&state, policy, crate::router::history::Source::Api, None)?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// Body of `POST /admin/routing/simulate`.

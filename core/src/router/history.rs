@@ -45,6 +45,9 @@ pub struct PolicyVersion {
 #[derive(Clone)]
 pub struct PolicyHistory {
     tree: sled::Tree,
+    /// Serialises "install, then record": concurrent applies get distinct versions, and the
+    /// newest version is always the policy in force.
+    order: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 /// A stable digest of the config file's `[routing]` table.
@@ -58,6 +61,7 @@ impl PolicyHistory {
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         Ok(Self {
             tree: db.open_tree("routing_policies")?,
+            order: std::sync::Arc::default(),
         })
     }
 
@@ -96,6 +100,21 @@ impl PolicyHistory {
         restored: Option<u64>,
         config_digest: &str,
     ) -> Result<PolicyVersion, StoreError> {
+        self.install_and_record(policy, source, restored, config_digest, || {})
+    }
+
+    /// Put a policy in force (`install`) and record it as the next version, one apply at a
+    /// time.
+    pub fn install_and_record(
+        &self,
+        policy: Option<RawRouting>,
+        source: Source,
+        restored: Option<u64>,
+        config_digest: &str,
+        install: impl FnOnce(),
+    ) -> Result<PolicyVersion, StoreError> {
+        let _one_at_a_time = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        install();
         let version = self.latest()?.map_or(1, |v| v.version + 1);
         let v = PolicyVersion {
             version,

@@ -1,5 +1,5 @@
 // Live traffic at a glance: rate, latency, TTFT, errors, cache, local vs cloud, cost and savings.
-import { useMemo } from "preact/hooks";
+import { useMemo, useState } from "preact/hooks";
 import type { ChartConfiguration } from "chart.js";
 import { get, Stats, Timeline } from "../api";
 import { ChartCard, palette } from "../charts";
@@ -51,7 +51,8 @@ function line(labels: string[], sets: { label: string; data: (number | null)[]; 
 }
 
 export function Overview(_: { arg: string | null }) {
-  const timeline = usePoll(() => get<Timeline>("/admin/timeline?minutes=15"), REFRESH_MS);
+  const [minutes, setMinutes] = useState(15);
+  const timeline = usePoll(() => get<Timeline>(`/admin/timeline?minutes=${minutes}`), REFRESH_MS, [minutes]);
   const stats = usePoll(() => get<Stats>("/admin/stats?days=14"), REFRESH_MS);
 
   const charts = useMemo(() => {
@@ -122,6 +123,14 @@ export function Overview(_: { arg: string | null }) {
   return (
     <div>
       {(timeline.error || stats.error) && <div class="banner error">{timeline.error ?? stats.error}</div>}
+      <div class="row">
+        <label for="overview-range" class="muted">Charts over the last</label>
+        <select id="overview-range" value={minutes} onChange={(e) => setMinutes(Number(e.currentTarget.value))}>
+          <option value={5}>5 minutes</option>
+          <option value={15}>15 minutes</option>
+          <option value={60}>hour</option>
+        </select>
+      </div>
       <div class="kpis">
         <Kpi id="rps" label="Requests/s (1 min)" value={fmtNum(calls / 60)} />
         <Kpi id="p95" label="Chat p95 (1 min)" value={fmtMs(p95chat)} />
@@ -138,7 +147,7 @@ export function Overview(_: { arg: string | null }) {
         <ChartCard id="where" title="Where calls were answered" config={charts.where} />
         <ChartCard id="cost" title="Cost and savings per day" config={charts.cost} />
       </div>
-      <p class="note">Points are 10-second slots over the last 15 minutes; refreshed every {REFRESH_MS / 1000} s.</p>
+      <p class="note">Points are 10-second slots; refreshed every {REFRESH_MS / 1000} s.</p>
     </div>
   );
 }
