@@ -42,9 +42,14 @@ wait_http "http://127.0.0.1:$gw_port/readyz" 60
 
 body() { printf '{"model":"%s","temperature":0,"messages":[{"role":"user","content":"What is the capital of France? Answer in one word."}],"max_tokens":16}' "$1"; }
 # Prime the entry, and check that the next call is a hit.
-curl -fsS -o /dev/null -H 'content-type: application/json' -d "$(body bench)" "http://127.0.0.1:$gw_port/v1/chat/completions"
+# POST a chat body to a gateway port; prints the response's x-switchyard-cache outcome.
+cache_outcome() {
+  curl -fsS -D - -o /dev/null -H 'content-type: application/json' -d "$2" \
+    "http://127.0.0.1:$1/v1/chat/completions" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-switchyard-cache" {print $2}'
+}
+cache_outcome "$gw_port" "$(body bench)" >/dev/null
 sleep 0.2
-hit="$(curl -fsS -D - -o /dev/null -H 'content-type: application/json' -d "$(body bench)" "http://127.0.0.1:$gw_port/v1/chat/completions" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-switchyard-cache" {print $2}')"
+hit="$(cache_outcome "$gw_port" "$(body bench)")"
 [[ "$hit" == hit_exact ]] || { echo "expected an exact hit, got '$hit'" >&2; exit 1; }
 log "load: $RATES rps for $SECONDS_PER_PHASE s (gateway = exact cache hits; direct = the mock upstream)"
 "$TARGET_DIR/release/loadgen" \
@@ -83,11 +88,10 @@ TOML
   ask() { printf '{"model":"bench","temperature":0,"messages":[{"role":"user","content":"%s"}],"max_tokens":16}' "$1"; }
   stored="What is the capital of France? Answer in one word."
   reworded="what is the capital of france? answer in one word"
-  curl -fsS -o /dev/null -H 'content-type: application/json' -d "$(ask "$stored")" "http://127.0.0.1:$sem_port/v1/chat/completions"
+  cache_outcome "$sem_port" "$(ask "$stored")" >/dev/null
   sleep 0.5
   for _ in 1 2; do
-    outcome="$(curl -fsS -D - -o /dev/null -H 'content-type: application/json' -d "$(ask "$reworded")" \
-      "http://127.0.0.1:$sem_port/v1/chat/completions" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-switchyard-cache" {print $2}')"
+    outcome="$(cache_outcome "$sem_port" "$(ask "$reworded")")"
     [[ "$outcome" == hit_semantic* ]] || { echo "expected a semantic hit, got '$outcome'" >&2; exit 1; }
   done
   log "load: semantic hits at ${SEMANTIC_RATES:-20,50} rps (direct = the mock upstream)"

@@ -147,11 +147,6 @@ fn not_built() -> HttpResponse {
     )
 }
 
-/// Whoever may see the UI: an admin by key or session cookie, or an open loopback.
-fn ui_principal(state: &AppState, req: &HttpRequest) -> Option<Principal> {
-    state.auth.authenticate(req).ok().filter(|p| p.admin)
-}
-
 /// `GET /ui`: to the app.
 pub async fn root() -> HttpResponse {
     HttpResponse::Found()
@@ -168,7 +163,8 @@ pub async fn asset(
 ) -> HttpResponse {
     let path = path.into_inner();
     let wants_file = path.contains('.') && !path.ends_with(".html");
-    if ui_principal(&state, &req).is_none() {
+    // Whoever may read the admin API may see the UI (a key, a session cookie, open loopback).
+    if super::admin::require_admin(&state, &req).is_err() {
         return if wants_file {
             actix_web::ResponseError::error_response(&ApiError::Unauthorized(
                 "Sign in at /ui/ with an admin key first.".to_owned(),
