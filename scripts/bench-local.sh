@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Local-model benchmark: embeddings/s (batch 1 and 32), embed latency, SmolLM2 prefill and
-# decode tok/s, with quantized and dequantized (CANDLE_DEQUANTIZE_ALL) weights; and, with
-# BENCH_TORCH=1, PyTorch sentence-transformers on the same sentences in the same run, with the
-# ratio. (The torch venv is large: ~6 GB of wheels.)
+# Local-model benchmark: embeddings/s (batch 1 and 32), embed and zero-shot classify latency,
+# SmolLM2 prefill and decode tok/s with its matrices held as Q8_0 (the default), f32 and the
+# file's Q4_1; and, with BENCH_TORCH=1, PyTorch sentence-transformers on the same sentences in
+# the same run, with the ratio. (The torch venv is large: ~6 GB of wheels.)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -20,15 +20,17 @@ for line in gzip.open(sys.argv[1], "rt"):
         out.write(q + "\n"); n += 1
     if n >= 512: break
 PY
-log "candle, quantized weights"
-"$TARGET_DIR/release/local_bench" --sentences "$work/sentences.txt" | tee "$work/quant.json"
-log "candle, weights dequantized to f32 (CANDLE_DEQUANTIZE_ALL=1)"
-CANDLE_DEQUANTIZE_ALL=1 "$TARGET_DIR/release/local_bench" --sentences "$work/sentences.txt" | tee "$work/deq.json"
+log "candle: embeddings, classification; SmolLM2 as Q8_0 (the default)"
+"$TARGET_DIR/release/local_bench" --sentences "$work/sentences.txt" | tee "$work/ours.json"
+for p in f32 stored; do
+  log "candle: SmolLM2 as $p"
+  "$TARGET_DIR/release/local_bench" --sentences "$work/sentences.txt" --no-embeddings --precision "$p"
+done
 if [[ "${BENCH_TORCH:-0}" == 1 ]]; then
   TORCH_VENV="${TORCH_VENV:-$CACHE_DIR/torch-venv}"
   [[ -x "$TORCH_VENV/bin/python" ]] || { python3 -m venv "$TORCH_VENV"; "$TORCH_VENV/bin/pip" install -q sentence-transformers; }
   log "PyTorch sentence-transformers, same sentences"
-  "$TORCH_VENV/bin/python" - "$work/sentences.txt" "$(SWITCHYARD_MODELS_DIR="${SWITCHYARD_MODELS_DIR:-$CACHE_DIR/models}"; echo "${SWITCHYARD_MODELS_DIR}")/minilm" "$work/quant.json" <<'PY'
+  "$TORCH_VENV/bin/python" - "$work/sentences.txt" "$SWITCHYARD_MODELS_DIR/minilm" "$work/ours.json" <<'PY'
 import json, sys, time
 from sentence_transformers import SentenceTransformer, models
 sents = [l.strip() for l in open(sys.argv[1]) if l.strip()]

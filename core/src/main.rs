@@ -10,6 +10,8 @@ use switchyard_core::cli::{self, Cli, Command};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread exists: candle's matrix products read it on every call.
+    switchyard_models::settle_thread_count();
     let args = Cli::parse();
     match args.command {
         Command::Serve {
@@ -20,11 +22,6 @@ fn main() -> anyhow::Result<()> {
         } => {
             let config = cli::serve_config(config, listen, data_dir)?;
             let _telemetry = switchyard_core::telemetry::init(&config.log, &config.observability);
-            if config.local.dequantize && std::env::var_os("CANDLE_DEQUANTIZE_ALL").is_none() {
-                // candle reads this when it loads quantized weights; set it while the process
-                // is still single-threaded. See `[local] dequantize`.
-                std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
-            }
             actix_rt::System::new().block_on(async move {
                 let running = switchyard_core::server::start(config).await?;
                 let ledger = std::sync::Arc::clone(&running.state.ledger);

@@ -80,12 +80,42 @@ pub fn zero_shot(
     if labels.len() < 2 {
         return Err(ModelError::Input("give at least two labels".to_owned()));
     }
-    // One vector per label: the mean of its description (or name) and its examples.
-    let (texts_of_labels, owner) = label_texts(labels);
-    let (label_vecs, _) = embedder.embed(&texts_of_labels)?;
-    let centroids = centroids(labels.len(), &label_vecs, &owner);
-    let (vecs, tokens) = embedder.embed(texts)?;
-    Ok((score(labels, &vecs, &centroids), tokens.iter().sum()))
+    ZeroShot::new(embedder, labels)?.classify(embedder, texts)
+}
+
+/// A label set with its centroids embedded once, for classifying many texts against it.
+pub struct ZeroShot {
+    labels: Vec<Label>,
+    centroids: Vec<Vec<f32>>,
+}
+
+impl ZeroShot {
+    /// Embed the labels' descriptions and examples.
+    pub fn new(embedder: &Embedder, labels: &[Label]) -> Result<Self, ModelError> {
+        if labels.len() < 2 {
+            return Err(ModelError::Input("give at least two labels".to_owned()));
+        }
+        // One vector per label: the mean of its description (or name) and its examples.
+        let (texts_of_labels, owner) = label_texts(labels);
+        let (label_vecs, _) = embedder.embed(&texts_of_labels)?;
+        Ok(Self {
+            labels: labels.to_vec(),
+            centroids: centroids(labels.len(), &label_vecs, &owner),
+        })
+    }
+
+    /// Classify texts; also returns the tokens they took.
+    pub fn classify(
+        &self,
+        embedder: &Embedder,
+        texts: &[&str],
+    ) -> Result<(Vec<Classification>, usize), ModelError> {
+        let (vecs, tokens) = embedder.embed(texts)?;
+        Ok((
+            score(&self.labels, &vecs, &self.centroids),
+            tokens.iter().sum(),
+        ))
+    }
 }
 
 /// The texts [`zero_shot`] embeds to describe `labels`, and which label each belongs to.

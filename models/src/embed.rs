@@ -7,7 +7,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
+
+use crate::bert::{mean_pool_normalised, Bert};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::store::ModelFiles;
@@ -17,10 +19,19 @@ use crate::ModelError;
 pub const MAX_TOKENS: usize = 256;
 /// Inputs per forward pass.
 pub const BATCH: usize = 32;
+/// Smallest batch a call is split into to keep every thread busy.
+const MIN_SPLIT: usize = 4;
+
+/// Unit vectors and token counts of a batch.
+type Embedded = (Vec<Vec<f32>>, Vec<usize>);
 
 /// A loaded embedding model.
 pub struct Embedder {
-    model: BertModel,
+    model: Bert,
+    /// One thread per core. Batches run side by side, one per thread, each multiplying its
+    /// matrices alone; a thread with nothing left helps the others' matrix products. This
+    /// measured ~15-25% more embeddings per second than splitting every product across cores.
+    pool: rayon::ThreadPool,
     tokenizer: Tokenizer,
     device: Device,
     dim: usize,
@@ -66,9 +77,15 @@ impl Embedder {
             device,
         )
         .map_err(|e| ModelError::Load(e.to_string()))?;
-        let model = BertModel::load(vb, &config).map_err(|e| ModelError::Load(e.to_string()))?;
+        let model = Bert::load(vb, &config).map_err(|e| ModelError::Load(e.to_string()))?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(std::thread::available_parallelism().map_or(1, usize::from))
+            .thread_name(|i| format!("embed-{i}"))
+            .build()
+            .map_err(|e| ModelError::Load(format!("embedding threads: {e}")))?;
         Ok(Self {
             model,
+            pool,
             tokenizer,
             device: device.clone(),
             dim,
@@ -98,11 +115,24 @@ impl Embedder {
         // Sort by length so each batch pads little; restore the order at the end.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
+        // Batches of at most BATCH, and at least one per thread when there is enough input.
+        let threads = self.pool.current_num_threads().max(1);
+        let size = texts.len().div_ceil(threads).clamp(MIN_SPLIT, BATCH);
+        let batches: Vec<&[usize]> = order.chunks(size).collect();
+        let results: Vec<Result<Embedded, ModelError>> = self.pool.install(|| {
+            use rayon::prelude::*;
+            batches
+                .par_iter()
+                .map(|batch| {
+                    let inputs: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
+                    self.embed_batch(&inputs)
+                })
+                .collect()
+        });
         let mut out = vec![Vec::new(); texts.len()];
         let mut tokens = vec![0; texts.len()];
-        for batch in order.chunks(BATCH) {
-            let inputs: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
-            let (vectors, counts) = self.embed_batch(&inputs)?;
+        for (batch, result) in batches.iter().zip(results) {
+            let (vectors, counts) = result?;
             for ((slot, v), n) in batch.iter().zip(vectors).zip(counts) {
                 out[*slot] = v;
                 tokens[*slot] = n;
@@ -111,7 +141,7 @@ impl Embedder {
         Ok((out, tokens))
     }
 
-    fn embed_batch(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, Vec<usize>), ModelError> {
+    fn embed_batch(&self, texts: &[&str]) -> Result<Embedded, ModelError> {
         let enc = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
@@ -130,16 +160,9 @@ impl Embedder {
             .collect::<Result<_, _>>()?;
         let ids = Tensor::stack(&ids, 0)?;
         let mask = Tensor::stack(&masks, 0)?;
-        let type_ids = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
+        let hidden = self.model.forward(&ids, &mask)?;
         // Mean over real tokens only.
-        let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&m)?.sum(1)?;
-        let counts = m.sum(1)?;
-        let mean = summed.broadcast_div(&counts)?;
-        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
-        let unit = mean.broadcast_div(&norm)?;
-        Ok((unit.to_vec2::<f32>()?, tokens))
+        Ok((mean_pool_normalised(&hidden, &mask)?, tokens))
     }
 }
 

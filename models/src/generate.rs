@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use candle_core::quantized::gguf_file;
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor, D};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::ModelWeights;
@@ -144,6 +144,85 @@ pub fn tokenizer_from_gguf(content: &gguf_file::Content) -> Result<Tokenizer, Mo
     Ok(tok)
 }
 
+/// How the generator's weight matrices are held in memory, whatever the file stores.
+///
+/// The shipped SmolLM2 file is Q4_1, which candle multiplies with generic (non-SIMD) code.
+/// Re-encoding it once at load picks a format whose kernels are fast here; `bench-local.sh`
+/// measures each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Q8_0: 8-bit blocks with runtime-detected AVX2/NEON kernels; a quarter of f32's memory
+    /// traffic, which is what bounds decoding on CPU. The default.
+    #[default]
+    Q8,
+    /// f32: the gemm crate's kernels; fastest prompt processing, 4x the memory of Q8_0.
+    F32,
+    /// As stored in the file.
+    Stored,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "q8_0" | "q8" => Ok(Self::Q8),
+            "f32" => Ok(Self::F32),
+            "stored" => Ok(Self::Stored),
+            other => Err(format!(
+                "unknown precision `{other}` (expected q8_0, f32 or stored)"
+            )),
+        }
+    }
+}
+
+/// Re-encode the weight matrices of a GGUF file as `precision`, returning an in-memory GGUF.
+/// Norm vectors and tensors that are already in the target format are copied as they are.
+fn reencode_gguf<R: std::io::Read + std::io::Seek>(
+    content: &gguf_file::Content,
+    reader: &mut R,
+    precision: Precision,
+) -> Result<Vec<u8>, ModelError> {
+    let target = match precision {
+        Precision::Q8 => GgmlDType::Q8_0,
+        Precision::F32 => GgmlDType::F32,
+        Precision::Stored => {
+            return Err(ModelError::Load(
+                "nothing to re-encode for stored weights".to_owned(),
+            ))
+        }
+    };
+    let cpu = Device::Cpu;
+    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(content.tensor_infos.len());
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let q = content
+            .tensor(reader, name, &cpu)
+            .map_err(|e| ModelError::Load(format!("GGUF tensor `{name}`: {e}")))?;
+        let dims = q.shape().dims().to_vec();
+        let block = target.block_size();
+        let convert =
+            q.dtype() != target && dims.len() == 2 && dims.last().is_some_and(|k| k % block == 0);
+        let q = if convert {
+            let f = q.dequantize(&cpu)?;
+            QTensor::quantize(&f, target)?
+        } else {
+            q
+        };
+        tensors.push((name.clone(), q));
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &metadata, &refs)?;
+    Ok(out.into_inner())
+}
+
 /// A loaded generative model. Clone it for a fresh worker: weights are shared.
 #[derive(Clone)]
 pub struct Generator {
@@ -156,14 +235,27 @@ pub struct Generator {
 impl Generator {
     /// Load the GGUF file of a located model.
     pub fn load(files: &ModelFiles, device: &Device) -> Result<Self, ModelError> {
+        Self::load_as(files, device, Precision::default())
+    }
+
+    /// Load the GGUF file of a located model with its matrices held as `precision`.
+    pub fn load_as(
+        files: &ModelFiles,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         let path = files.paths.first().ok_or_else(|| {
             ModelError::Load(format!("model `{}` lists no files", files.model.id))
         })?;
-        Self::load_gguf(path, device)
+        Self::load_gguf(path, device, precision)
     }
 
     /// Load from a GGUF file.
-    pub fn load_gguf(path: &Path, device: &Device) -> Result<Self, ModelError> {
+    pub fn load_gguf(
+        path: &Path,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
             source,
@@ -175,8 +267,16 @@ impl Generator {
             .iter()
             .filter_map(|t| tokenizer.token_to_id(t))
             .collect();
-        let model = ModelWeights::from_gguf(content, &mut file, device)
-            .map_err(|e| ModelError::Load(e.to_string()))?;
+        let model = if precision == Precision::Stored {
+            ModelWeights::from_gguf(content, &mut file, device)
+        } else {
+            let bytes = reencode_gguf(&content, &mut file, precision)?;
+            let mut cursor = std::io::Cursor::new(bytes);
+            let content = gguf_file::Content::read(&mut cursor)
+                .map_err(|e| ModelError::Load(e.to_string()))?;
+            ModelWeights::from_gguf(content, &mut cursor, device)
+        }
+        .map_err(|e| ModelError::Load(e.to_string()))?;
         Ok(Self {
             model,
             tokenizer,

@@ -7,6 +7,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod bert;
 pub mod classify;
 pub mod device;
 pub mod embed;
@@ -17,8 +18,8 @@ pub mod store;
 pub mod summarize;
 pub mod verify;
 
-pub use device::{select_device, DeviceChoice};
+pub use device::{select_device, settle_thread_count, DeviceChoice};
 pub use embed::Embedder;
 pub use error::ModelError;
-pub use generate::{Finish, GenOutput, GenParams, Generator};
+pub use generate::{Finish, GenOutput, GenParams, Generator, Precision};
 pub use store::{ModelFiles, ModelStore};

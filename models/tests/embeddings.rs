@@ -62,3 +62,61 @@ fn tokenizer_ids_for_known_strings() {
 fn empty_input_is_an_error_not_a_panic() {
     assert!(embedder().embed(&["ok", ""]).is_err());
 }
+
+/// The lean forward pass (fused QKV, pre-transposed weights, vectorised erf GELU, batches on
+/// all cores) gives the same vectors as candle-transformers' reference BERT, padding included.
+#[test]
+fn lean_forward_matches_reference_bert() {
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::VarBuilder;
+    use candle_transformers::models::bert::{BertModel, Config};
+    let files = ModelStore::new(ModelStore::default_dir())
+        .resolve("minilm")
+        .expect("MiniLM weights: run scripts/fetch-models.sh");
+    let get = |name: &str| files.get(name).unwrap().to_path_buf();
+    let config: Config =
+        serde_json::from_str(&std::fs::read_to_string(get("config.json")).unwrap()).unwrap();
+    let vb = VarBuilder::from_buffered_safetensors(
+        std::fs::read(get("model.safetensors")).unwrap(),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let reference = BertModel::load(vb, &config).unwrap();
+    let mut tokenizer = tokenizers::Tokenizer::from_file(get("tokenizer.json")).unwrap();
+    tokenizer.with_padding(Some(tokenizers::PaddingParams {
+        strategy: tokenizers::PaddingStrategy::BatchLongest,
+        ..Default::default()
+    }));
+    let texts = [
+        "How do I learn Rust quickly?",
+        "Why is the sky blue during the day but red at sunset, and what does scattering have to do with it?",
+        "ok",
+        "Émigré café naïve façade — ünïcödé and emoji 🚀 too",
+        "The quick brown fox jumps over the lazy dog near the river bank.",
+    ];
+    let enc = tokenizer.encode_batch(texts.to_vec(), true).unwrap();
+    let ids: Vec<Tensor> = enc
+        .iter()
+        .map(|e| Tensor::new(e.get_ids(), &Device::Cpu).unwrap())
+        .collect();
+    let masks: Vec<Tensor> = enc
+        .iter()
+        .map(|e| Tensor::new(e.get_attention_mask(), &Device::Cpu).unwrap())
+        .collect();
+    let ids = Tensor::stack(&ids, 0).unwrap();
+    let mask = Tensor::stack(&masks, 0).unwrap();
+    let hidden = reference
+        .forward(&ids, &ids.zeros_like().unwrap(), Some(&mask))
+        .unwrap();
+    let want = switchyard_models::bert::mean_pool_normalised(&hidden, &mask).unwrap();
+    let (got, _) = embedder().embed(&texts).unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let worst = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 2e-5, "text {i}: largest difference {worst}");
+    }
+}

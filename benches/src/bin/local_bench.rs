@@ -10,7 +10,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use hdrhistogram::Histogram;
-use switchyard_models::{Embedder, GenParams, Generator, ModelStore};
+use switchyard_models::classify::{Label, ZeroShot};
+use switchyard_models::{Embedder, GenParams, Generator, ModelStore, Precision};
 
 /// Measure the local models.
 #[derive(Debug, Parser)]
@@ -28,9 +29,17 @@ struct Args {
     /// Skip the generation benchmark.
     #[arg(long)]
     no_generation: bool,
+    /// Skip the embedding and classification benchmarks.
+    #[arg(long)]
+    no_embeddings: bool,
+    /// How SmolLM2's matrices are held: q8_0, f32 or stored (the file's Q4_1).
+    #[arg(long, default_value = "q8_0")]
+    precision: Precision,
 }
 
 fn main() -> anyhow::Result<()> {
+    // As `switchyard serve` does, before any thread starts.
+    switchyard_models::settle_thread_count();
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.sentences).context("reading sentences")?;
     let sentences: Vec<&str> = text
@@ -46,34 +55,88 @@ fn main() -> anyhow::Result<()> {
     let store = ModelStore::new(ModelStore::default_dir());
     let device = candle_core::Device::Cpu;
 
-    let embedder = Embedder::load(&store.resolve("minilm")?, &device)?;
-    embedder.embed(&sentences[..8.min(sentences.len())])?; // warm-up
-    let mut single = Histogram::<u64>::new(3)?;
-    let t = Instant::now();
-    for s in &sentences {
-        let t1 = Instant::now();
-        embedder.embed(&[s])?;
-        single.record(t1.elapsed().as_micros() as u64)?;
-    }
-    let batch1 = sentences.len() as f64 / t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    for chunk in sentences.chunks(32) {
-        embedder.embed(chunk)?;
-    }
-    let batch32 = sentences.len() as f64 / t.elapsed().as_secs_f64();
-
     let mut out = serde_json::json!({
         "sentences": sentences.len(),
-        "embed_per_s_batch1": batch1,
-        "embed_per_s_batch32": batch32,
-        "embed_latency_p50_ms": single.value_at_quantile(0.5) as f64 / 1000.0,
-        "embed_latency_p99_ms": single.value_at_quantile(0.99) as f64 / 1000.0,
         "threads": std::thread::available_parallelism().map_or(1, usize::from),
-        "dequantize_all": std::env::var("CANDLE_DEQUANTIZE_ALL").is_ok(),
+        "precision": format!("{:?}", args.precision),
     });
+    if !args.no_embeddings {
+        let embedder = Embedder::load(&store.resolve("minilm")?, &device)?;
+        embedder.embed(&sentences[..8.min(sentences.len())])?; // warm-up
+        let mut single = Histogram::<u64>::new(3)?;
+        let t = Instant::now();
+        for s in &sentences {
+            let t1 = Instant::now();
+            embedder.embed(&[s])?;
+            single.record(t1.elapsed().as_micros() as u64)?;
+        }
+        let batch1 = sentences.len() as f64 / t.elapsed().as_secs_f64();
+        // The whole list in one call, as sentence-transformers' `encode(batch_size=32)` takes it:
+        // both sort by length and run batches of 32.
+        let t = Instant::now();
+        embedder.embed(&sentences)?;
+        let batch32 = sentences.len() as f64 / t.elapsed().as_secs_f64();
+
+        // Zero-shot classification of one text at a time among four described labels, with the
+        // label centroids embedded once (as the daemon keeps them per label set), and cold (the
+        // labels embedded on every call, as for a label set never seen before).
+        let labels: Vec<Label> = [
+            (
+                "technology",
+                "computers, software, phones, the internet and programming",
+            ),
+            (
+                "health",
+                "medicine, illness, diet, fitness and the human body",
+            ),
+            (
+                "money",
+                "finance, jobs, salaries, investing, banks and prices",
+            ),
+            (
+                "people",
+                "relationships, society, history, politics and culture",
+            ),
+        ]
+        .iter()
+        .map(|(name, d)| Label {
+            name: (*name).to_owned(),
+            description: Some((*d).to_owned()),
+            examples: Vec::new(),
+        })
+        .collect();
+        let zs = ZeroShot::new(&embedder, &labels)?;
+        let mut classify = Histogram::<u64>::new(3)?;
+        for s in sentences.iter().take(256) {
+            let t1 = Instant::now();
+            zs.classify(&embedder, &[s])?;
+            classify.record(t1.elapsed().as_micros() as u64)?;
+        }
+        let mut classify_cold = Histogram::<u64>::new(3)?;
+        for s in sentences.iter().take(64) {
+            let t1 = Instant::now();
+            switchyard_models::classify::zero_shot(&embedder, &[s], &labels)?;
+            classify_cold.record(t1.elapsed().as_micros() as u64)?;
+        }
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        for (k, v) in [
+            ("embed_per_s_batch1", batch1),
+            ("embed_per_s_batch32", batch32),
+            ("embed_latency_p50_ms", ms(&single, 0.5)),
+            ("embed_latency_p99_ms", ms(&single, 0.99)),
+            ("classify_latency_p50_ms", ms(&classify, 0.5)),
+            ("classify_latency_p99_ms", ms(&classify, 0.99)),
+            ("classify_cold_latency_p50_ms", ms(&classify_cold, 0.5)),
+            ("classify_cold_latency_p99_ms", ms(&classify_cold, 0.99)),
+        ] {
+            out[k] = v.into();
+        }
+    }
 
     if !args.no_generation {
-        let mut gen = Generator::load(&store.resolve("smollm2")?, &device)?;
+        let t = Instant::now();
+        let mut gen = Generator::load_as(&store.resolve("smollm2")?, &device, args.precision)?;
+        out["generator_load_s"] = t.elapsed().as_secs_f64().into();
         let context = sentences
             .iter()
             .take(20)

@@ -10,6 +10,7 @@ use super::body::read_request;
 use super::embeddings::MAX_INPUTS;
 use super::AppState;
 use crate::error::ApiError;
+use crate::local::embed::CentroidCache;
 use crate::local::EMBED_MODEL;
 
 /// Most labels per request.
@@ -106,8 +107,14 @@ pub async fn classify(
             "label descriptions and examples must not be empty.",
         ));
     }
-    let n_labels_texts = describing.len();
-    let mut all: Vec<String> = describing.iter().map(|s| (*s).to_owned()).collect();
+    // The label texts are embedded only when this label set is not among the recent ones.
+    let key = CentroidCache::key(&describing, &owner);
+    let cached = service.centroids.get(&key);
+    let mut all: Vec<String> = match cached {
+        Some(_) => Vec::with_capacity(texts.len()),
+        None => describing.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let n_labels_texts = all.len();
     all.extend(texts);
     let permit = service.admit()?;
     let began = std::time::Instant::now();
@@ -115,7 +122,14 @@ pub async fn classify(
     call.local(EMBED_MODEL, began.elapsed());
     drop(permit);
     let text_vecs = vectors.split_off(n_labels_texts);
-    let centres = centroids(labels.len(), &vectors, &owner);
+    let centres = match cached {
+        Some(c) => c,
+        None => {
+            let c = std::sync::Arc::new(centroids(labels.len(), &vectors, &owner));
+            service.centroids.put(key, std::sync::Arc::clone(&c));
+            c
+        }
+    };
     let results = score(&labels, &text_vecs, &centres);
     let data: Vec<Value> = results
         .iter()

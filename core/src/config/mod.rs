@@ -133,11 +133,36 @@ pub struct RawLocal {
     /// also turns it off).
     #[serde(default = "default_true")]
     pub hub_download: bool,
-    /// Expand the quantized LLM weights to f32 at load: on CPU this measured 18x faster
-    /// prompt processing (511 vs 29 tok/s) and 13% faster decoding for SmolLM2-135M, for
-    /// ~0.5 GB of memory. Applied by `switchyard serve` at start-up.
-    #[serde(default = "default_true")]
-    pub dequantize: bool,
+    /// How the local LLM's matrices are held: `q8_0` (default: decoding is bound by memory
+    /// traffic, and Q8_0's SIMD kernels measured 95 tok/s against f32's 40 on 2 cores),
+    /// `f32` (2.7x faster prompt processing, 4x the memory) or `stored` (the file's Q4_1).
+    #[serde(default)]
+    pub precision: LlmPrecision,
+}
+
+/// How the local LLM's weight matrices are held in memory (see `scripts/bench-local.sh`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum LlmPrecision {
+    /// 8-bit blocks (Q8_0).
+    #[default]
+    #[serde(rename = "q8_0")]
+    Q8,
+    /// 32-bit floats.
+    #[serde(rename = "f32")]
+    F32,
+    /// As stored in the GGUF file.
+    #[serde(rename = "stored")]
+    Stored,
+}
+
+impl From<LlmPrecision> for switchyard_models::Precision {
+    fn from(p: LlmPrecision) -> Self {
+        match p {
+            LlmPrecision::Q8 => Self::Q8,
+            LlmPrecision::F32 => Self::F32,
+            LlmPrecision::Stored => Self::Stored,
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -156,7 +181,7 @@ impl Default for RawLocal {
             queue: default_local_queue(),
             fault_injection: false,
             hub_download: true,
-            dequantize: true,
+            precision: LlmPrecision::default(),
         }
     }
 }
@@ -510,8 +535,8 @@ pub struct LocalConfig {
     pub queue: usize,
     /// Test-only panic trigger.
     pub fault_injection: bool,
-    /// Expand quantized weights to f32.
-    pub dequantize: bool,
+    /// How the local LLM's matrices are held.
+    pub precision: LlmPrecision,
     /// Allow hub downloads.
     pub hub_download: bool,
 }
@@ -921,7 +946,7 @@ impl Config {
             device: raw.local.device,
             queue: raw.local.queue,
             fault_injection: raw.local.fault_injection,
-            dequantize: raw.local.dequantize,
+            precision: raw.local.precision,
             hub_download: raw.local.hub_download,
         };
         let (ledger, prices, budgets, latency_budgets, observability) = observe::validate(

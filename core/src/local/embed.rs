@@ -198,12 +198,87 @@ impl EmbedFront {
     }
 }
 
+/// One unit vector per label.
+pub type Centroids = Arc<Vec<Vec<f32>>>;
+
+/// Label sets whose centroids are kept.
+const CENTROID_SETS: usize = 256;
+
+/// Centroids of recently used zero-shot label sets. Callers send the same labels call after
+/// call, and embedding their descriptions and examples would otherwise be most of the work of
+/// classifying one short text.
+#[derive(Default)]
+pub struct CentroidCache {
+    inner: std::sync::Mutex<CentroidSets>,
+}
+
+#[derive(Default)]
+struct CentroidSets {
+    /// Centroids and when they were last used, by label-set key.
+    sets: std::collections::HashMap<[u8; 32], (Centroids, u64)>,
+    tick: u64,
+}
+
+impl CentroidCache {
+    /// The key of a label set: its texts and which label each describes, in order.
+    pub fn key(texts: &[&str], owner: &[usize]) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for (t, o) in texts.iter().zip(owner) {
+            h.update((*o as u64).to_le_bytes());
+            h.update((t.len() as u64).to_le_bytes());
+            h.update(t.as_bytes());
+        }
+        h.finalize().into()
+    }
+
+    /// The centroids of a label set seen recently.
+    pub fn get(&self, key: &[u8; 32]) -> Option<Centroids> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.tick += 1;
+        let tick = g.tick;
+        g.sets.get_mut(key).map(|(c, used)| {
+            *used = tick;
+            Arc::clone(c)
+        })
+    }
+
+    /// Keep a label set's centroids, dropping the least recently used set when full.
+    pub fn put(&self, key: [u8; 32], centroids: Centroids) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.tick += 1;
+        let tick = g.tick;
+        if g.sets.len() >= CENTROID_SETS && !g.sets.contains_key(&key) {
+            if let Some(oldest) = g.sets.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| *k) {
+                g.sets.remove(&oldest);
+            }
+        }
+        g.sets.insert(key, (centroids, tick));
+    }
+
+    /// Sets kept.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sets
+            .len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The embedding model as the rest of the runtime sees it.
 pub struct EmbedService {
     front: Addr<EmbedFront>,
     permits: Arc<Semaphore>,
     capacity: usize,
     state: Arc<ArcSwap<ModelState>>,
+    /// Zero-shot label centroids of recent label sets.
+    pub centroids: CentroidCache,
 }
 
 impl EmbedService {
@@ -241,6 +316,7 @@ impl EmbedService {
             permits: Arc::new(Semaphore::new(cfg.queue)),
             capacity: cfg.queue,
             state,
+            centroids: CentroidCache::default(),
         }
     }
 
@@ -281,5 +357,35 @@ impl EmbedService {
             Ok(r) => r,
             Err(_) => Err(LocalError::Crashed(EMBED_MODEL.to_owned())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn centroid_cache_keys_on_texts_and_owners_and_drops_the_least_recent() {
+        let a = CentroidCache::key(&["sports", "politics"], &[0, 1]);
+        assert_ne!(a, CentroidCache::key(&["politics", "sports"], &[0, 1]));
+        assert_ne!(a, CentroidCache::key(&["sports", "politics"], &[0, 0]));
+        // Lengths are part of the key: moving a boundary changes it.
+        assert_ne!(
+            CentroidCache::key(&["ab", "c"], &[0, 1]),
+            CentroidCache::key(&["a", "bc"], &[0, 1])
+        );
+        let cache = CentroidCache::default();
+        let set = |i: usize| Arc::new(vec![vec![i as f32]]);
+        for i in 0..CENTROID_SETS {
+            cache.put(CentroidCache::key(&[&i.to_string()], &[0]), set(i));
+        }
+        // Touch the oldest, then overflow: the second oldest goes, the touched one stays.
+        let first = CentroidCache::key(&["0"], &[0]);
+        assert_eq!(cache.get(&first).unwrap()[0][0], 0.0);
+        cache.put(CentroidCache::key(&["new"], &[0]), set(999));
+        assert_eq!(cache.len(), CENTROID_SETS);
+        assert!(cache.get(&first).is_some());
+        assert!(cache.get(&CentroidCache::key(&["1"], &[0])).is_none());
+        assert!(cache.get(&CentroidCache::key(&["new"], &[0])).is_some());
     }
 }

@@ -227,11 +227,12 @@ impl GenService {
             capacity: cfg.queue,
             state: ArcSwap::from_pointee(ModelState::Loading),
         });
-        let (dir, device, fault_injection, hub) = (
+        let (dir, device, fault_injection, hub, precision) = (
             cfg.models_dir.clone(),
             cfg.device,
             cfg.fault_injection,
             cfg.hub_download,
+            cfg.precision,
         );
         let me = Arc::clone(&svc);
         actix_rt::spawn(async move {
@@ -241,7 +242,8 @@ impl GenService {
                     .resolve("smollm2")
                     .map_err(|e| e.to_string())?;
                 let device = select_device(device_choice(device)).map_err(|e| e.to_string())?;
-                let mut gen = Generator::load(&files, &device).map_err(|e| e.to_string())?;
+                let mut gen = Generator::load_as(&files, &device, precision.into())
+                    .map_err(|e| e.to_string())?;
                 let warm = GenParams {
                     max_tokens: 1,
                     ..GenParams::default()
