@@ -313,6 +313,29 @@ impl Generator {
         out
     }
 
+    /// Mean log-probability per token the model gives `text` (teacher-forced, from its second
+    /// token on): how well it predicts the text, to compare weight formats or score a candidate
+    /// answer.
+    pub fn mean_logprob(&mut self, text: &str) -> Result<f32, ModelError> {
+        let ids = self.encode(text)?;
+        if ids.len() < 2 || ids.len() > MAX_PROMPT_TOKENS {
+            return Err(ModelError::Input(format!(
+                "score 2 to {MAX_PROMPT_TOKENS} tokens, not {}",
+                ids.len()
+            )));
+        }
+        self.model.clear_kv_cache();
+        let mut total = 0f32;
+        for (pos, pair) in ids.windows(2).enumerate() {
+            let input = Tensor::new(&pair[..1], &self.device)?.unsqueeze(0)?;
+            let logits = self.model.forward(&input, pos)?.squeeze(0)?;
+            total += candle_nn::ops::log_softmax(&logits, D::Minus1)?
+                .get(pair[1] as usize)?
+                .to_scalar::<f32>()?;
+        }
+        Ok(total / (ids.len() - 1) as f32)
+    }
+
     /// Generate a continuation of `prompt`. `on_text` receives each new piece of text as soon
     /// as it is safe to show (whole UTF-8 characters, never part of a stop sequence); returning
     /// `false` cancels.

@@ -158,3 +158,65 @@ fn a_summary_keeps_the_key_facts_and_reports_progress() {
     assert!(pieces.len() > 3, "{}", pieces.len());
     assert!(pieces.iter().all(|p| g.encode(p).unwrap().len() <= 300));
 }
+
+/// Every way of holding the weights predicts real text about as well as f32 does (mean
+/// log-probability per token, teacher-forced), far better than chance; greedy answers from
+/// Q8_0, the default, name the right capital.
+#[test]
+fn each_precision_predicts_text_as_well_as_f32() {
+    use switchyard_models::Precision;
+    let files = ModelStore::new(ModelStore::default_dir())
+        .resolve("smollm2")
+        .expect("SmolLM2 weights: run scripts/fetch-models.sh");
+    let text = "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, \
+                France. It is named after the engineer Gustave Eiffel, whose company designed and \
+                built the tower from 1887 to 1889. Locally nicknamed the Iron Lady, it was \
+                constructed as the centrepiece of the 1889 World's Fair.";
+    let mut scores = Vec::new();
+    for p in [Precision::F32, Precision::Q8, Precision::Stored] {
+        let mut g = Generator::load_as(&files, &candle_core::Device::Cpu, p).unwrap();
+        let lp = g.mean_logprob(text).unwrap();
+        eprintln!(
+            "{p:?}: mean log-prob {lp:.4} (perplexity {:.2})",
+            (-lp).exp()
+        );
+        scores.push(lp);
+    }
+    let chance = -(49_152f32).ln();
+    assert!(
+        scores[0] > chance / 3.0,
+        "f32 {} vs chance {chance}",
+        scores[0]
+    );
+    for (name, lp) in [("q8_0", scores[1]), ("stored", scores[2])] {
+        let rel = (lp - scores[0]).abs() / scores[0].abs();
+        assert!(
+            rel < 0.02,
+            "{name}: {lp} vs f32 {}: {rel:.3} apart",
+            scores[0]
+        );
+    }
+    let mut g = Generator::load_as(&files, &candle_core::Device::Cpu, Precision::Q8).unwrap();
+    let prompt = Generator::chat_prompt([("user", "Which city is the capital of France?")]);
+    let out = g
+        .generate(
+            &prompt,
+            &GenParams {
+                max_tokens: 16,
+                ..GenParams::default()
+            },
+            |_| true,
+        )
+        .unwrap();
+    assert!(out.text.contains("Paris"), "{}", out.text);
+    assert!(
+        g.mean_logprob("x").is_err(),
+        "one token has nothing to predict"
+    );
+    // "q8_0" and "f32" parse; anything else says what is accepted.
+    assert_eq!("q8_0".parse::<Precision>(), Ok(Precision::Q8));
+    assert!("fp8"
+        .parse::<Precision>()
+        .unwrap_err()
+        .contains("q8_0, f32 or stored"));
+}
