@@ -20,8 +20,9 @@ for line in gzip.open(sys.argv[1], "rt"):
         out.write(q + "\n"); n += 1
     if n >= 512: break
 PY
-log "candle: embeddings, classification; SmolLM2 as Q8_0 (the default)"
-"$TARGET_DIR/release/local_bench" --sentences "$work/sentences.txt" | tee "$work/ours.json"
+log "candle: embeddings, classification, routing with its embedding; SmolLM2 as Q8_0 (the default)"
+"$TARGET_DIR/release/local_bench" --sentences "$work/sentences.txt" \
+  --routing-prompts "$(dirname "$ROOT")/shared/data/routing/mmlu-dev.jsonl" | tee "$work/ours.json"
 for p in f32 stored; do
   log "candle: SmolLM2 as $p"
   "$TARGET_DIR/release/local_bench" --sentences "$work/sentences.txt" --no-embeddings --precision "$p"

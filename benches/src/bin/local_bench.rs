@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use switchyard_models::classify::{Label, ZeroShot};
+use switchyard_models::router::{Scorer, TrainOptions, CHEAP_FEATURES};
 use switchyard_models::{Embedder, GenParams, Generator, ModelStore, Precision};
 
 /// Measure the local models.
@@ -32,6 +33,10 @@ struct Args {
     /// Skip the embedding and classification benchmarks.
     #[arg(long)]
     no_embeddings: bool,
+    /// Routing prompts (JSONL with `prompt`, e.g. shared/data/routing/mmlu-dev.jsonl): time the
+    /// routing decision with its embedding (embed, features, scorer) one prompt at a time.
+    #[arg(long)]
+    routing_prompts: Option<std::path::PathBuf>,
     /// How SmolLM2's matrices are held: q8_0, f32 or stored (the file's Q4_1).
     #[arg(long, default_value = "q8_0")]
     precision: Precision,
@@ -119,6 +124,46 @@ fn main() -> anyhow::Result<()> {
             classify_cold.record(t1.elapsed().as_micros() as u64)?;
         }
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        if let Some(path) = &args.routing_prompts {
+            let prompts: Vec<String> = switchyard_models::router::load_examples(path)?
+                .into_iter()
+                .map(|e| e.prompt)
+                .take(256)
+                .collect();
+            // A scorer of the real shape (its weights do not change its speed).
+            let dim = embedder.dim() + CHEAP_FEATURES;
+            let xs: Vec<Vec<f32>> = (0..32)
+                .map(|i| {
+                    (0..dim)
+                        .map(|j| ((i * 31 + j * 17) % 97) as f32 / 97.0)
+                        .collect()
+                })
+                .collect();
+            let ys: Vec<f32> = (0..32).map(|i| f32::from(u8::from(i % 3 == 0))).collect();
+            let scorer = Scorer::train(
+                &xs,
+                &ys,
+                TrainOptions {
+                    epochs: 2,
+                    ..TrainOptions::default()
+                },
+            )?;
+            let mut route = Histogram::<u64>::new(3)?;
+            let mut tokens = 0usize;
+            for p in &prompts {
+                let t1 = Instant::now();
+                let (v, n) = embedder.embed(&[p.as_str()])?;
+                let x = switchyard_models::router::features(&v[0], p);
+                std::hint::black_box(scorer.score(&x));
+                route.record(t1.elapsed().as_micros() as u64)?;
+                tokens += n[0];
+            }
+            out["routing_prompts"] = prompts.len().into();
+            out["routing_prompt_tokens_mean"] =
+                (tokens as f64 / prompts.len().max(1) as f64).into();
+            out["routing_with_embedding_p50_ms"] = ms(&route, 0.5).into();
+            out["routing_with_embedding_p99_ms"] = ms(&route, 0.99).into();
+        }
         for (k, v) in [
             ("embed_per_s_batch1", batch1),
             ("embed_per_s_batch32", batch32),
