@@ -21,7 +21,9 @@ pub struct RawLedger {
     #[serde(default = "default_buffer")]
     pub buffer: usize,
     /// How often the writer commits a batch and syncs it to disk, in ms: the most a crash can
-    /// lose is the records of one such window.
+    /// lose is the records of one such window. Small pages also keep the request path smooth:
+    /// at 1,000 RPS, exact cache hits measured p99 0.25 ms with 20 ms pages against 0.45-0.8 ms
+    /// (and a 13-64 ms p99.9) with 100-1,000 ms pages (`scripts/bench-cache.sh`).
     #[serde(default = "default_flush_ms")]
     pub flush_ms: u64,
     /// Records older than this many days are deleted.
@@ -39,7 +41,7 @@ fn default_buffer() -> usize {
     65_536
 }
 fn default_flush_ms() -> u64 {
-    100
+    20
 }
 fn default_retention_days() -> u32 {
     30
