@@ -8,7 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::Config;
+use candle_transformers::models::bert::{Config, HiddenAct, PositionEmbeddingType};
 
 /// A vector parameter, as a tensor (for devices other than the CPU) and as plain numbers (for
 /// the fused CPU kernels).
@@ -85,6 +85,20 @@ impl Bert {
         } else {
             vb.pp("bert")
         };
+        // The fused kernels implement BERT's exact GELU and absolute positions only: refuse
+        // other variants rather than embed with the wrong arithmetic.
+        if !matches!(config.hidden_act, HiddenAct::Gelu) {
+            candle_core::bail!(
+                "activation {:?} is not supported (only exact GELU)",
+                config.hidden_act
+            );
+        }
+        if !matches!(
+            config.position_embedding_type,
+            PositionEmbeddingType::Absolute
+        ) {
+            candle_core::bail!("only absolute position embeddings are supported");
+        }
         let h = config.hidden_size;
         let heads = config.num_attention_heads;
         if heads == 0 || h % heads != 0 {
@@ -527,6 +541,17 @@ mod tests {
             term *= -x * x / (n + 1) as f64;
         }
         sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn other_activations_are_refused_not_miscomputed() {
+        let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+        let config = Config {
+            hidden_act: HiddenAct::Relu,
+            ..Config::default()
+        };
+        let err = Bert::load(vb, &config).err().unwrap().to_string();
+        assert!(err.contains("only exact GELU"), "{err}");
     }
 
     #[test]
