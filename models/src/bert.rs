@@ -48,7 +48,8 @@ struct Layer {
 pub struct Bert {
     word: Tensor,
     position: Tensor,
-    token_type: Tensor,
+    /// Token type 0's embedding: every input is a single sentence.
+    type0: Param,
     embed_ln: Norm,
     layers: Vec<Layer>,
     heads: usize,
@@ -111,7 +112,10 @@ impl Bert {
             (config.max_position_embeddings, h),
             "position_embeddings.weight",
         )?;
-        let token_type = e.get((config.type_vocab_size, h), "token_type_embeddings.weight")?;
+        let type0 = Param::new(
+            e.get((config.type_vocab_size, h), "token_type_embeddings.weight")?
+                .get(0)?,
+        )?;
         let embed_ln = norm(&e, "LayerNorm", h)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
@@ -139,7 +143,7 @@ impl Bert {
         Ok(Self {
             word,
             position,
-            token_type,
+            type0,
             embed_ln,
             layers,
             heads,
@@ -182,24 +186,21 @@ impl Bert {
     fn embed(&self, words: &Tensor, positions: &Tensor, t: usize) -> candle_core::Result<Tensor> {
         let ln = &self.embed_ln;
         match words.device() {
-            Device::Cpu => {
-                let type0 = self.token_type.get(0)?.to_vec1::<f32>()?;
-                words.apply_op2_no_bwd(
-                    positions,
-                    &EmbedNorm {
-                        tokens: t,
-                        type0: &type0,
-                        norm: ln,
-                        eps: self.eps,
-                    },
-                )
-            }
+            Device::Cpu => words.apply_op2_no_bwd(
+                positions,
+                &EmbedNorm {
+                    tokens: t,
+                    type0: &self.type0.v,
+                    norm: ln,
+                    eps: self.eps,
+                },
+            ),
             _ => {
                 let (n, h) = words.dims2()?;
                 let x = words
                     .reshape((n / t, t, h))?
                     .broadcast_add(positions)?
-                    .broadcast_add(&self.token_type.get(0)?)?;
+                    .broadcast_add(&self.type0.t)?;
                 candle_nn::ops::layer_norm(&x, &ln.gamma.t, &ln.beta.t, self.eps)?.reshape((n, h))
             }
         }

@@ -77,9 +77,6 @@ pub fn zero_shot(
     texts: &[&str],
     labels: &[Label],
 ) -> Result<(Vec<Classification>, usize), ModelError> {
-    if labels.len() < 2 {
-        return Err(ModelError::Input("give at least two labels".to_owned()));
-    }
     ZeroShot::new(embedder, labels)?.classify(embedder, texts)
 }
 
