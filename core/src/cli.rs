@@ -103,6 +103,9 @@ pub enum RouterCommand {
         /// Folder with the MiniLM weights (default: `$SWITCHYARD_MODELS_DIR`).
         #[arg(long)]
         models_dir: Option<PathBuf>,
+        /// Tokens of each prompt the embedding reads.
+        #[arg(long, default_value_t = switchyard_models::router::PROMPT_WINDOW)]
+        window: usize,
     },
     /// Train the deployable scorer on labelled prompts and/or a running daemon's cascade
     /// outcomes, and write it as a versioned file for `[routing] scorer`.

@@ -60,6 +60,7 @@ fn main() -> anyhow::Result<()> {
                     seed,
                     out,
                     models_dir,
+                    window,
                 },
         } => cli::router_eval(
             &switchyard_core::router::learn::EvalOptions {
@@ -68,6 +69,7 @@ fn main() -> anyhow::Result<()> {
                 seed,
                 out,
                 models_dir: models_dir.unwrap_or_else(switchyard_models::ModelStore::default_dir),
+                window,
             },
             &mut std::io::stdout(),
         ),

@@ -107,6 +107,34 @@ impl Embedder {
 
     /// Unit-length embeddings, one per text, in input order, with each text's token count.
     pub fn embed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, Vec<usize>), ModelError> {
+        self.embed_head(texts, MAX_TOKENS)
+    }
+
+    /// Embeddings of each text's first `window` tokens (with `[CLS]` and `[SEP]`), for callers
+    /// that need a bounded time per text more than the whole text: the cost grows with the
+    /// tokens, so a 256-token prompt takes ~4× a 64-token window. The counts returned are the
+    /// whole texts' (up to `MAX_TOKENS`), so a caller can tell whether the window covered one.
+    pub fn embed_head(
+        &self,
+        texts: &[&str],
+        window: usize,
+    ) -> Result<(Vec<Vec<f32>>, Vec<usize>), ModelError> {
+        self.embed_windows(texts, &vec![window; texts.len()])
+    }
+
+    /// [`Embedder::embed_head`] with a window per text (batches from several callers).
+    pub fn embed_windows(
+        &self,
+        texts: &[&str],
+        windows: &[usize],
+    ) -> Result<(Vec<Vec<f32>>, Vec<usize>), ModelError> {
+        if windows.len() != texts.len() {
+            return Err(ModelError::Input(format!(
+                "{} texts but {} windows",
+                texts.len(),
+                windows.len()
+            )));
+        }
         if texts.iter().any(|t| t.is_empty()) {
             return Err(ModelError::Input(
                 "inputs must not be empty strings".to_owned(),
@@ -125,7 +153,11 @@ impl Embedder {
                 .par_iter()
                 .map(|batch| {
                     let inputs: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
-                    self.embed_batch(&inputs)
+                    let windows: Vec<usize> = batch
+                        .iter()
+                        .map(|&i| windows[i].clamp(3, MAX_TOKENS))
+                        .collect();
+                    self.embed_batch(&inputs, &windows)
                 })
                 .collect()
         });
@@ -141,7 +173,7 @@ impl Embedder {
         Ok((out, tokens))
     }
 
-    fn embed_batch(&self, texts: &[&str]) -> Result<Embedded, ModelError> {
+    fn embed_batch(&self, texts: &[&str], windows: &[usize]) -> Result<Embedded, ModelError> {
         let enc = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
@@ -150,14 +182,31 @@ impl Embedder {
             .iter()
             .map(|e| e.get_attention_mask().iter().filter(|m| **m == 1).count())
             .collect();
-        let ids: Vec<Tensor> = enc
+        // Each text's first `window - 1` tokens and its closing `[SEP]`, padded to the longest.
+        let kept: Vec<usize> = tokens
             .iter()
-            .map(|e| Tensor::new(e.get_ids(), &self.device))
-            .collect::<Result<_, _>>()?;
-        let masks: Vec<Tensor> = enc
-            .iter()
-            .map(|e| Tensor::new(e.get_attention_mask(), &self.device))
-            .collect::<Result<_, _>>()?;
+            .zip(windows)
+            .map(|(&n, &w)| n.min(w))
+            .collect();
+        let width = kept.iter().copied().max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(enc.len());
+        let mut masks = Vec::with_capacity(enc.len());
+        for ((e, &n), &keep) in enc.iter().zip(&tokens).zip(&kept) {
+            let all = e.get_ids();
+            let mut row: Vec<u32> = Vec::with_capacity(width);
+            if keep < n {
+                row.extend_from_slice(&all[..keep - 1]);
+                row.push(all[n - 1]);
+            } else {
+                row.extend_from_slice(&all[..keep]);
+            }
+            let mut mask = vec![1u32; keep];
+            let pad = self.tokenizer.get_padding().map_or(0, |p| p.pad_id);
+            row.resize(width, pad);
+            mask.resize(width, 0);
+            ids.push(Tensor::new(row, &self.device)?);
+            masks.push(Tensor::new(mask, &self.device)?);
+        }
         let ids = Tensor::stack(&ids, 0)?;
         let mask = Tensor::stack(&masks, 0)?;
         let hidden = self.model.forward(&ids, &mask)?;

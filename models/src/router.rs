@@ -15,6 +15,10 @@ use crate::error::ModelError;
 /// Cheap features beside the embedding.
 pub const CHEAP_FEATURES: usize = 8;
 
+/// Tokens of a prompt the scorer's embedding reads: the head of a prompt says what it is about
+/// (the subject, the kind of task), and a bounded window keeps the embedding's time bounded.
+pub const PROMPT_WINDOW: usize = 64;
+
 /// One labelled example: a prompt and whether each tier answered it correctly.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Example {
@@ -100,6 +104,28 @@ pub struct Scorer {
     /// How it was trained (when, on what), for whoever finds the file later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trained: Option<String>,
+    /// Tokens of the prompt its embedding input read (files from before the window existed
+    /// read whole prompts).
+    #[serde(default = "whole_prompt")]
+    pub window: usize,
+    /// A second head over the same inputs whose probability is subtracted: with it the score
+    /// is `(P(strong right) − P(weak right) + 1) / 2`, the expected gain of escalating mapped
+    /// to 0..1 (measured better than predicting "only the strong one is right" directly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minus: Option<Head>,
+}
+
+/// One linear head over a scorer's standardised inputs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Head {
+    /// Weights.
+    pub weights: Vec<f32>,
+    /// Bias.
+    pub bias: f32,
+}
+
+fn whole_prompt() -> usize {
+    crate::embed::MAX_TOKENS
 }
 
 /// Training settings.
@@ -201,19 +227,46 @@ impl Scorer {
             weights: w,
             bias: b,
             trained: None,
+            window: PROMPT_WINDOW,
+            minus: None,
         })
     }
 
-    /// P(escalating helps) for one row of [`features`].
+    /// The gain scorer: one head for P(the strong model is right), one for P(the weak one
+    /// is right), from the same rows.
+    pub fn train_gain(
+        xs: &[Vec<f32>],
+        strong: &[f32],
+        weak: &[f32],
+        opt: TrainOptions,
+    ) -> Result<Self, ModelError> {
+        let mut s = Self::train(xs, strong, opt)?;
+        let w = Self::train(xs, weak, opt)?;
+        s.inputs = format!("{} gain", s.inputs);
+        s.minus = Some(Head {
+            weights: w.weights,
+            bias: w.bias,
+        });
+        Ok(s)
+    }
+
+    /// P(escalating helps) for one row of [`features`] (the expected gain, for a gain scorer).
     pub fn score(&self, x: &[f32]) -> f32 {
-        let z: f32 = x
-            .iter()
-            .zip(&self.mean)
-            .zip(&self.std)
-            .zip(&self.weights)
-            .map(|(((v, m), s), w)| (v - m) / s * w)
-            .sum();
-        sigmoid(z + self.bias)
+        let linear = |weights: &[f32], bias: f32| {
+            let z: f32 = x
+                .iter()
+                .zip(&self.mean)
+                .zip(&self.std)
+                .zip(weights)
+                .map(|(((v, m), s), w)| (v - m) / s * w)
+                .sum();
+            sigmoid(z + bias)
+        };
+        let p = linear(&self.weights, self.bias);
+        match &self.minus {
+            Some(h) => (p - linear(&h.weights, h.bias) + 1.0) / 2.0,
+            None => p,
+        }
     }
 
     /// Write as JSON.
@@ -229,7 +282,13 @@ impl Scorer {
             .map_err(|e| ModelError::Input(format!("{}: {e}", path.display())))?;
         let s: Self = serde_json::from_slice(&bytes)
             .map_err(|e| ModelError::Input(format!("{}: {e}", path.display())))?;
-        if s.version != 1 || s.weights.len() != s.mean.len() || s.std.len() != s.mean.len() {
+        if s.version != 1
+            || s.weights.len() != s.mean.len()
+            || s.std.len() != s.mean.len()
+            || s.minus
+                .as_ref()
+                .is_some_and(|h| h.weights.len() != s.mean.len())
+        {
             return Err(ModelError::Input(format!(
                 "{}: not a version-1 routing scorer",
                 path.display()
@@ -386,6 +445,49 @@ mod tests {
         s.save(&dir).unwrap();
         assert_eq!(Scorer::load(&dir).unwrap(), s);
         let _ = std::fs::remove_file(dir);
+    }
+
+    #[test]
+    fn gain_scorer_ranks_by_expected_gain_and_round_trips() {
+        // x0 high: the strong model is right; x1 high: the weak one is right too.
+        let xs: Vec<Vec<f32>> = (0..400)
+            .map(|i| vec![(i % 20) as f32 / 20.0, (i / 20) as f32 / 20.0])
+            .collect();
+        let strong: Vec<f32> = xs.iter().map(|x| f32::from(u8::from(x[0] > 0.5))).collect();
+        let weak: Vec<f32> = xs.iter().map(|x| f32::from(u8::from(x[1] > 0.5))).collect();
+        let s = Scorer::train_gain(&xs, &strong, &weak, TrainOptions::default()).unwrap();
+        let (gain, none, loss) = (
+            s.score(&[0.9, 0.1]),
+            s.score(&[0.9, 0.9]),
+            s.score(&[0.1, 0.9]),
+        );
+        assert!(
+            gain > 0.85 && (0.3..0.7).contains(&none) && loss < 0.15,
+            "{gain} {none} {loss}"
+        );
+        let path = std::env::temp_dir().join(format!("gain-{}.json", std::process::id()));
+        s.save(&path).unwrap();
+        assert_eq!(Scorer::load(&path).unwrap(), s);
+        // A file from before windows and gain heads reads whole prompts with one head.
+        let mut old: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        old.as_object_mut().unwrap().remove("window");
+        old.as_object_mut().unwrap().remove("minus");
+        std::fs::write(&path, old.to_string()).unwrap();
+        let old = Scorer::load(&path).unwrap();
+        assert_eq!(
+            (old.window, old.minus.is_none()),
+            (crate::embed::MAX_TOKENS, true)
+        );
+        // A gain head of the wrong width is refused, not a panic later.
+        let mut bad = s.clone();
+        bad.minus = Some(Head {
+            weights: vec![1.0],
+            bias: 0.0,
+        });
+        bad.save(&path).unwrap();
+        assert!(Scorer::load(&path).is_err());
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]

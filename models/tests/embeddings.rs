@@ -44,6 +44,36 @@ fn batching_and_order_do_not_change_results() {
 }
 
 #[test]
+fn a_head_window_embeds_exactly_the_first_tokens() {
+    let e = embedder();
+    // BERT splits words before word pieces, so the short text's tokens begin the long one's.
+    let short = "A man is eating food.";
+    let long = "A man is eating food. Later he walks home through the rain, humming a song.";
+    let (whole, n) = e.embed(&[short, long]).unwrap();
+    assert!(n[1] > n[0]);
+    let (head, counts) = e.embed_head(&[long, short], n[0]).unwrap();
+    // The counts are the whole texts'; the vectors are the windows'.
+    assert_eq!(counts, vec![n[1], n[0]]);
+    assert!(cosine(&head[0], &whole[0]) > 0.99999, "long's head = short");
+    assert!(
+        cosine(&head[1], &whole[0]) > 0.99999,
+        "short fits its window"
+    );
+    assert!(
+        cosine(&head[0], &whole[1]) < 0.99,
+        "the window cut something"
+    );
+    // Windows per text in one batch give what each gives alone.
+    let (mixed, _) = e.embed_windows(&[long, long], &[n[0], 256]).unwrap();
+    assert!(cosine(&mixed[0], &whole[0]) > 0.99999);
+    assert!(cosine(&mixed[1], &whole[1]) > 0.99999);
+    assert!(
+        e.embed_windows(&[long], &[4, 5]).is_err(),
+        "one window per text"
+    );
+}
+
+#[test]
 fn tokenizer_ids_for_known_strings() {
     let files = ModelStore::new(ModelStore::default_dir())
         .resolve("minilm")

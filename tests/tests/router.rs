@@ -59,6 +59,7 @@ fn eval_on(
             seed,
             models_dir: switchyard_models::ModelStore::default_dir(),
             out: out.map(std::path::Path::to_path_buf),
+            window: switchyard_models::router::PROMPT_WINDOW,
         },
         &mut std::io::sink(),
     )
@@ -91,6 +92,7 @@ fn a_learnable_split_is_learnt_and_beats_the_baselines() {
         scorer.weights.len(),
         384 + switchyard_models::router::CHEAP_FEATURES
     );
+    assert_eq!(scorer.window, switchyard_models::router::PROMPT_WINDOW);
     // Bad input is an error, not a panic.
     std::fs::write(&data, "{\"prompt\": 1}\n").unwrap();
     let err = eval_on(&data, 3, None).err().unwrap();
@@ -135,7 +137,7 @@ async fn routed_gateway() -> (tempfile::TempDir, MockServer, Gateway, Value) {
         "tiers": {"local": "local/smollm2", "small": "small", "large": "large"},
         "weak": "small",
         "strong": "large",
-        "threshold": 0.5,
+        "threshold": 0.75,
         "scorer": scorer,
         "rules": [{"task": "classify", "tier": "local"}],
     });
@@ -144,7 +146,7 @@ async fn routed_gateway() -> (tempfile::TempDir, MockServer, Gateway, Value) {
          [providers.up]\ntype = \"openai\"\nbase_url = \"{}\"\n\
          [models.\"small\"]\ntargets = [{{ provider = \"up\", model = \"small-upstream\" }}]\n\
          [models.\"large\"]\ntargets = [{{ provider = \"up\", model = \"large-upstream\" }}]\n\
-         [routing]\nmodel = \"auto\"\nweak = \"small\"\nstrong = \"large\"\nthreshold = 0.5\n\
+         [routing]\nmodel = \"auto\"\nweak = \"small\"\nstrong = \"large\"\nthreshold = 0.75\n\
          scorer = \"{}\"\n[routing.tiers]\nlocal = \"local/smollm2\"\nsmall = \"small\"\nlarge = \"large\"\n\
          [[routing.rules]]\ntask = \"classify\"\ntier = \"local\"\n\
          [prices.models.\"small-upstream\"]\ninput = 0.1\noutput = 0.4\n\

@@ -37,6 +37,9 @@ struct Args {
     /// routing decision with its embedding (embed, features, scorer) one prompt at a time.
     #[arg(long)]
     routing_prompts: Option<std::path::PathBuf>,
+    /// Tokens of each routing prompt embedded (the scorer's window).
+    #[arg(long, default_value_t = switchyard_models::router::PROMPT_WINDOW)]
+    routing_window: usize,
     /// How SmolLM2's matrices are held: q8_0, f32 or stored (the file's Q4_1).
     #[arg(long, default_value = "q8_0")]
     precision: Precision,
@@ -125,10 +128,15 @@ fn main() -> anyhow::Result<()> {
         }
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         if let Some(path) = &args.routing_prompts {
-            let prompts: Vec<String> = switchyard_models::router::load_examples(path)?
+            // 256 prompts spread evenly over the file (it is sorted by subject, and subjects
+            // differ in length).
+            let all = switchyard_models::router::load_examples(path)?;
+            let step = (all.len() / 256).max(1);
+            let prompts: Vec<String> = all
                 .into_iter()
-                .map(|e| e.prompt)
+                .step_by(step)
                 .take(256)
+                .map(|e| e.prompt)
                 .collect();
             // A scorer of the real shape (its weights do not change its speed).
             let dim = embedder.dim() + CHEAP_FEATURES;
@@ -140,7 +148,7 @@ fn main() -> anyhow::Result<()> {
                 })
                 .collect();
             let ys: Vec<f32> = (0..32).map(|i| f32::from(u8::from(i % 3 == 0))).collect();
-            let scorer = Scorer::train(
+            let mut scorer = Scorer::train(
                 &xs,
                 &ys,
                 TrainOptions {
@@ -148,21 +156,33 @@ fn main() -> anyhow::Result<()> {
                     ..TrainOptions::default()
                 },
             )?;
+            scorer.window = args.routing_window;
+            // The scorer's window of each prompt (what the daemon embeds to route), and for
+            // comparison the whole prompt (up to 256 tokens).
             let mut route = Histogram::<u64>::new(3)?;
+            let mut whole = Histogram::<u64>::new(3)?;
             let mut tokens = 0usize;
             for p in &prompts {
                 let t1 = Instant::now();
-                let (v, n) = embedder.embed(&[p.as_str()])?;
+                let (v, n) = embedder.embed_head(&[p.as_str()], scorer.window)?;
                 let x = switchyard_models::router::features(&v[0], p);
                 std::hint::black_box(scorer.score(&x));
                 route.record(t1.elapsed().as_micros() as u64)?;
                 tokens += n[0];
+                let t1 = Instant::now();
+                let (v, _) = embedder.embed(&[p.as_str()])?;
+                let x = switchyard_models::router::features(&v[0], p);
+                std::hint::black_box(scorer.score(&x));
+                whole.record(t1.elapsed().as_micros() as u64)?;
             }
             out["routing_prompts"] = prompts.len().into();
             out["routing_prompt_tokens_mean"] =
                 (tokens as f64 / prompts.len().max(1) as f64).into();
+            out["routing_window_tokens"] = scorer.window.into();
             out["routing_with_embedding_p50_ms"] = ms(&route, 0.5).into();
             out["routing_with_embedding_p99_ms"] = ms(&route, 0.99).into();
+            out["routing_whole_prompt_p50_ms"] = ms(&whole, 0.5).into();
+            out["routing_whole_prompt_p99_ms"] = ms(&whole, 0.99).into();
         }
         for (k, v) in [
             ("embed_per_s_batch1", batch1),

@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::ledger::{CacheOutcome, Tier, Verdict};
 use crate::providers::chain::{self, Served};
 use crate::types::{ChatRequest, ChatResponse, Role, Stop};
+use switchyard_models::embed::MAX_TOKENS;
 
 /// Header that sets a request's overall deadline in milliseconds.
 pub const TIMEOUT_HEADER: &str = "x-switchyard-timeout-ms";
@@ -164,8 +165,8 @@ pub async fn dispatch(
             }
         }
         if let Some((partition, question)) = &plan.semantic {
-            question_embedding = embed_prompt(state, question).await;
-            if let (true, Some(emb)) = (plan.mode.reads(), &question_embedding) {
+            question_embedding = embed_prompt(state, question, MAX_TOKENS).await;
+            if let (true, Some((emb, _))) = (plan.mode.reads(), &question_embedding) {
                 let found = state
                     .cache
                     .semantic(&plan.tenant, partition, emb.clone(), question.clone())
@@ -198,7 +199,7 @@ pub async fn dispatch(
     .await?;
     Ok(match (plan, result) {
         (Some(plan), result) if plan.mode.writes() => {
-            store(state, plan, question_embedding, result)
+            store(state, plan, question_embedding.map(|(e, _)| e), result)
         }
         (_, result) => result,
     })
@@ -386,7 +387,7 @@ async fn answer(
     mut chat: ChatRequest,
     call: &Call,
     max_cost: Option<u64>,
-    question_embedding: Option<Vec<f32>>,
+    question_embedding: Option<(Vec<f32>, usize)>,
 ) -> Result<Dispatched, ApiError> {
     let budgets = &state.ledger.budgets;
     if !budgets.is_empty() {
@@ -422,15 +423,17 @@ async fn answer(
         let mut inputs = crate::router::policy::RouteInputs::of(&chat, task, &principal.tenant);
         // The embedding is made whenever a scorer is configured, even when a rule decides,
         // so the what-if simulator can replay any candidate policy on this call.
-        if policy.wants_embedding() {
+        if let Some(window) = policy.embedding_window() {
             // One embedding per request: the question's, which the semantic cache made
-            // already when it looked.
+            // already when it looked, if the scorer's window covered the whole question
+            // (the same vector). Otherwise the scorer's window of it: a bounded time however
+            // long the prompt.
             let text = crate::router::policy::prompt_text(&chat);
             let e = match question_embedding {
-                Some(e) => Some(e),
-                None => {
+                Some((e, tokens)) if tokens <= window => Some(e),
+                _ => {
                     let q = crate::cache::key::question(&chat).unwrap_or_else(|| text.clone());
-                    embed_prompt(state, &q).await
+                    embed_prompt(state, &q, window).await.map(|(e, _)| e)
                 }
             };
             if let Some(e) = e {
@@ -662,13 +665,17 @@ fn within_cost(
 /// Header hinting the task (`classify`, `summarize`, `short`, ...) to routing rules.
 pub const TASK_HEADER: &str = "x-switchyard-task";
 
-/// The MiniLM embedding the scorer reads, if the local embedder is up and not saturated.
-async fn embed_prompt(state: &AppState, text: &str) -> Option<Vec<f32>> {
+/// The MiniLM embedding of a text's first `window` tokens and the text's token count, if the
+/// local embedder is up and not saturated.
+async fn embed_prompt(state: &AppState, text: &str, window: usize) -> Option<(Vec<f32>, usize)> {
     let svc = state.local.embed.as_ref()?;
     let permit = svc.admit().ok()?;
     let text = if text.trim().is_empty() { " " } else { text };
-    let (mut vectors, _) = svc.embed(&permit, vec![text.to_owned()]).await.ok()?;
-    vectors.pop()
+    let (mut vectors, mut tokens) = svc
+        .embed_head(&permit, vec![text.to_owned()], window)
+        .await
+        .ok()?;
+    Some((vectors.pop()?, tokens.pop()?))
 }
 
 /// Answer with the local chat model (asked for by name, downgraded to, or as the last resort).

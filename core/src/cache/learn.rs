@@ -62,7 +62,13 @@ pub fn evaluate(
         pairs.len(),
         texts.len()
     )?;
-    let emb = crate::router::learn::embed_cached(&opts.data, &texts, &opts.models_dir, log)?;
+    let emb = crate::router::learn::embed_cached(
+        &opts.data,
+        &texts,
+        switchyard_models::embed::MAX_TOKENS,
+        &opts.models_dir,
+        log,
+    )?;
     let vec_of = |t: &str| -> &[f32] {
         texts
             .binary_search(&t)

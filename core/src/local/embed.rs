@@ -27,7 +27,7 @@ impl Actor for EmbedWorker {
 
 #[derive(Message)]
 #[rtype(result = "Result<EmbedOutput, LocalError>")]
-struct EmbedBatch(Vec<String>);
+struct EmbedBatch(Vec<String>, Vec<usize>);
 
 impl Handler<EmbedBatch> for EmbedWorker {
     type Result = Result<EmbedOutput, LocalError>;
@@ -43,7 +43,7 @@ impl Handler<EmbedBatch> for EmbedWorker {
                 }
             }
             let texts: Vec<&str> = msg.0.iter().map(String::as_str).collect();
-            model.embed(&texts)
+            model.embed_windows(&texts, &msg.1)
         }));
         match result {
             Ok(Ok(out)) => Ok(out),
@@ -67,6 +67,8 @@ impl Handler<EmbedBatch> for EmbedWorker {
 /// One caller's share of a batch.
 struct Pending {
     texts: Vec<String>,
+    /// Tokens of each text read.
+    window: usize,
     reply: oneshot::Sender<Result<EmbedOutput, LocalError>>,
 }
 
@@ -111,7 +113,7 @@ impl Handler<Loaded> for EmbedFront {
 
 #[derive(Message)]
 #[rtype(result = "Result<EmbedOutput, LocalError>")]
-struct Embed(Vec<String>);
+struct Embed(Vec<String>, usize);
 
 impl Handler<Embed> for EmbedFront {
     type Result = ResponseFuture<Result<EmbedOutput, LocalError>>;
@@ -120,6 +122,7 @@ impl Handler<Embed> for EmbedFront {
         let (tx, rx) = oneshot::channel();
         self.pending.push(Pending {
             texts: msg.0,
+            window: msg.1,
             reply: tx,
         });
         self.flush(ctx);
@@ -160,10 +163,14 @@ impl EmbedFront {
         };
         let batch = std::mem::take(&mut self.pending);
         let texts: Vec<String> = batch.iter().flat_map(|p| p.texts.iter().cloned()).collect();
+        let windows: Vec<usize> = batch
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.window, p.texts.len()))
+            .collect();
         self.in_flight = true;
         let me = ctx.address();
         actix_rt::spawn(async move {
-            let result = match worker.send(EmbedBatch(texts)).await {
+            let result = match worker.send(EmbedBatch(texts, windows)).await {
                 Ok(r) => r,
                 Err(_) => Err(LocalError::Crashed(EMBED_MODEL.to_owned())),
             };
@@ -179,7 +186,8 @@ impl EmbedFront {
                 Err(LocalError::Input(m)) if batch.len() > 1 => {
                     // One caller's bad input must not fail the others: retry them alone.
                     for p in batch {
-                        let r = worker.send(EmbedBatch(p.texts)).await;
+                        let windows = vec![p.window; p.texts.len()];
+                        let r = worker.send(EmbedBatch(p.texts, windows)).await;
                         let _ =
                             p.reply.send(r.unwrap_or_else(|_| {
                                 Err(LocalError::Crashed(EMBED_MODEL.to_owned()))
@@ -350,10 +358,21 @@ impl EmbedService {
     /// Embed texts (holding an admission permit).
     pub async fn embed(
         &self,
-        _permit: &OwnedSemaphorePermit,
+        permit: &OwnedSemaphorePermit,
         texts: Vec<String>,
     ) -> Result<EmbedOutput, LocalError> {
-        match self.front.send(Embed(texts)).await {
+        self.embed_head(permit, texts, switchyard_models::embed::MAX_TOKENS)
+            .await
+    }
+
+    /// Embed the first `window` tokens of each text (the token counts are the whole texts').
+    pub async fn embed_head(
+        &self,
+        _permit: &OwnedSemaphorePermit,
+        texts: Vec<String>,
+        window: usize,
+    ) -> Result<EmbedOutput, LocalError> {
+        match self.front.send(Embed(texts, window)).await {
             Ok(r) => r,
             Err(_) => Err(LocalError::Crashed(EMBED_MODEL.to_owned())),
         }

@@ -358,9 +358,10 @@ impl Policy {
         model == self.raw.model
     }
 
-    /// Whether the scorer needs the request's embedding.
-    pub fn wants_embedding(&self) -> bool {
-        self.scorer.is_some()
+    /// How many tokens of the request's question the scorer's embedding reads, when there
+    /// is a scorer (which needs it).
+    pub fn embedding_window(&self) -> Option<usize> {
+        self.scorer.as_ref().map(|s| s.window)
     }
 
     fn tier(&self, name: &str, reason: String, score: Option<f32>) -> Decision {
