@@ -7,6 +7,11 @@
 
 use std::time::Instant;
 
+/// The daemon's allocator (see core/src/main.rs), so the models are timed as the daemon runs
+/// them: glibc hands large tensors back to the kernel and faults fresh pages in every call.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::Parser;
 use hdrhistogram::Histogram;
