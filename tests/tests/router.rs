@@ -93,6 +93,37 @@ fn a_learnable_split_is_learnt_and_beats_the_baselines() {
         384 + switchyard_models::router::CHEAP_FEATURES
     );
     assert_eq!(scorer.window, switchyard_models::router::PROMPT_WINDOW);
+
+    // `router train` on labelled prompts alone writes a gain scorer (two heads) that rates the
+    // prompts only the strong tier gets right above those both get right.
+    let trained = dir.path().join("trained.json");
+    let s = switchyard_core::router::learn::train(
+        &switchyard_core::router::learn::TrainSources {
+            data: Some(data.clone()),
+            models_dir: switchyard_models::ModelStore::default_dir(),
+            outcomes: Vec::new(),
+            out: trained.clone(),
+        },
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    assert_eq!(
+        switchyard_models::router::Scorer::load(&trained).unwrap(),
+        s
+    );
+    assert!(s.minus.is_some(), "{:?}", s.trained);
+    assert!(s.trained.as_deref().unwrap_or("").contains("gain scorer"));
+    let files = switchyard_models::ModelStore::new(switchyard_models::ModelStore::default_dir())
+        .resolve("minilm")
+        .unwrap();
+    let cpu = switchyard_models::select_device(switchyard_models::DeviceChoice::Cpu).unwrap();
+    let embedder = switchyard_models::Embedder::load(&files, &cpu).unwrap();
+    let rate = |text: &str| {
+        let (v, _) = embedder.embed_head(&[text], s.window).unwrap();
+        s.score(&switchyard_models::router::features(&v[0], text))
+    };
+    let (hard, easy) = (rate(HARD), rate(EASY));
+    assert!(hard > 0.75 && easy < 0.65, "hard {hard}, easy {easy}");
     // Bad input is an error, not a panic.
     std::fs::write(&data, "{\"prompt\": 1}\n").unwrap();
     let err = eval_on(&data, 3, None).err().unwrap();

@@ -445,12 +445,7 @@ pub fn train(src: &TrainSources, log: &mut impl Write) -> anyhow::Result<Scorer>
         what.join(" + "),
         best.1
     ));
-    if let Some(dir) = src.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    scorer.save(&src.out)?;
-    writeln!(log, "scorer written to {}", src.out.display())?;
-    Ok(scorer)
+    write_scorer(scorer, &src.out, log)
 }
 
 /// `train` on labelled prompts alone: a gain scorer (P(strong right) − P(weak right)), its L2
@@ -490,11 +485,16 @@ fn train_gain(
         what.join(" + "),
         best.1
     ));
-    if let Some(dir) = src.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+    write_scorer(scorer, &src.out, log)
+}
+
+/// Save a trained scorer where `train` was told to (making its folder).
+fn write_scorer(scorer: Scorer, out: &Path, log: &mut impl Write) -> anyhow::Result<Scorer> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    scorer.save(&src.out)?;
-    writeln!(log, "scorer written to {}", src.out.display())?;
+    scorer.save(out)?;
+    writeln!(log, "scorer written to {}", out.display())?;
     Ok(scorer)
 }
 
