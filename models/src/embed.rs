@@ -189,6 +189,7 @@ impl Embedder {
             .map(|(&n, &w)| n.min(w))
             .collect();
         let width = kept.iter().copied().max().unwrap_or(0);
+        let pad = self.tokenizer.get_padding().map_or(0, |p| p.pad_id);
         let mut ids = Vec::with_capacity(enc.len());
         let mut masks = Vec::with_capacity(enc.len());
         for ((e, &n), &keep) in enc.iter().zip(&tokens).zip(&kept) {
@@ -201,7 +202,6 @@ impl Embedder {
                 row.extend_from_slice(&all[..keep]);
             }
             let mut mask = vec![1u32; keep];
-            let pad = self.tokenizer.get_padding().map_or(0, |p| p.pad_id);
             row.resize(width, pad);
             mask.resize(width, 0);
             ids.push(Tensor::new(row, &self.device)?);
