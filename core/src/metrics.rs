@@ -337,7 +337,7 @@ impl Metrics {
 /// GenAI `gen_ai.operation.name` of an endpoint.
 pub fn operation_name(endpoint: &str) -> &'static str {
     match endpoint {
-        "/v1/chat/completions" | "/v1/messages" => "chat",
+        "/v1/chat/completions" | "/v1/messages" | "/v1/responses" => "chat",
         "/v1/embeddings" => "embeddings",
         "/v1/classify" => "classify",
         "/v1/summarize" => "summarize",

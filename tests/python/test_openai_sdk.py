@@ -157,6 +157,75 @@ def test_every_upstream_format_maps_tool_calls(client, model):
     assert r.choices[0].finish_reason == "tool_calls"
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_responses_api_every_upstream_format(client, model):
+    r = client.responses.create(
+        model=model,
+        instructions="be brief",
+        input='say something #mock{"reply": "You are doing great"}',
+        max_output_tokens=30,
+    )
+    assert r.object == "response"
+    assert r.status == "completed"
+    assert r.output_text == "You are doing great"
+    assert r.usage.output_tokens == 4
+    assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
+
+
+def test_responses_api_streamed_arrives_incrementally(client):
+    start = time.monotonic()
+    arrivals = []
+    with client.responses.stream(
+        model=MODEL,
+        input="stream please",
+        extra_body={"mock": {"reply_words": 6, "ttft": 50, "itl": 150}},
+    ) as stream:
+        text = ""
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                arrivals.append(time.monotonic() - start)
+                text += event.delta
+        final = stream.get_final_response()
+    assert final.status == "completed"
+    assert final.output_text == text
+    assert len(text.split(" ")) == 6
+    assert final.usage.output_tokens == 6
+    assert arrivals[-1] - arrivals[0] >= 0.6, arrivals
+    assert arrivals[0] < 0.5, arrivals
+
+
+def test_responses_api_function_calling_round_trip(client):
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    r = client.responses.create(
+        model=MODEL,
+        input='weather? #mock{"tool_call": {"name": "get_weather", "arguments": {"city": "Rome"}}}',
+        tools=tools,
+    )
+    call = next(item for item in r.output if item.type == "function_call")
+    assert call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Rome"}
+    # The caller runs the tool and sends the whole conversation back (no stored state).
+    r2 = client.responses.create(
+        model=MODEL,
+        input=[
+            {"role": "user", "content": "weather?"},
+            {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+            {"role": "user", "content": 'so? #mock{"reply": "It is sunny"}'},
+        ],
+        tools=tools,
+    )
+    assert r2.output_text == "It is sunny"
+
+
+def test_responses_api_errors(client):
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="no-such-model", input="x")
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model=MODEL, input="x", previous_response_id="resp_123")
+    assert e.value.param == "previous_response_id"
+
+
 def test_local_embeddings(client):
     r = client.embeddings.create(
         model="local/minilm",

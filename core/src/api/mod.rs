@@ -14,6 +14,7 @@ pub mod health;
 pub mod jobs;
 pub mod messages;
 pub mod models;
+pub mod responses;
 pub mod sse;
 pub mod summarize;
 pub mod ui;
@@ -99,6 +100,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/messages")
             .route(web::post().to(messages::messages))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/responses")
+            .route(web::post().to(responses::create))
             .default_service(web::to(method_not_allowed)),
     )
     .service(web::resource("/v1/models/{id:.+}").route(web::get().to(models::retrieve)))
