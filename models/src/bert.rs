@@ -285,6 +285,34 @@ fn rows(len: usize, width: usize, op: &str) -> candle_core::Result<()> {
     Ok(())
 }
 
+/// Floats below which a row-wise op stays on the calling thread (waking the others would cost
+/// more than it saves).
+const PAR_MIN: usize = 16 * 1024;
+
+/// Run `f(index, row)` over the rows of `width` in `out`, split across the current rayon pool
+/// when there is enough work: these ops are memory- and exp-bound, and a single thread running
+/// them leaves the other cores idle between the (already parallel) matrix products. The
+/// callers dispatch each row through [`pulp::Arch`], so the loops are compiled for the widest
+/// vector unit this CPU has (AVX2 or AVX-512) while the binary still runs on any x86-64.
+fn for_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    use rayon::prelude::*;
+    if out.len() < PAR_MIN || rayon::current_num_threads() < 2 {
+        out.chunks_exact_mut(width)
+            .enumerate()
+            .for_each(|(i, row)| f(i, row));
+    } else {
+        // A few rows per task, so scheduling stays small beside the work.
+        let rows_per_task = (PAR_MIN / 4 / width).max(1);
+        out.par_chunks_mut(width * rows_per_task)
+            .enumerate()
+            .for_each(|(t, block)| {
+                for (j, row) in block.chunks_exact_mut(width).enumerate() {
+                    f(t * rows_per_task + j, row);
+                }
+            });
+    }
+}
+
 /// Eight partial sums, so the loop vectorises without reassociating floats behind our back.
 #[inline(always)]
 fn sum(xs: &[f32]) -> f32 {
@@ -336,16 +364,15 @@ impl CustomOp1 for RowOp<'_> {
         let width = self.bias.len();
         rows(xs.len(), width, self.name())?;
         let mut out = xs.to_vec();
-        for row in out.chunks_exact_mut(width) {
-            if self.gelu {
-                for (x, b) in row.iter_mut().zip(self.bias) {
-                    *x = gelu(*x + b);
-                }
-            } else {
-                for (x, b) in row.iter_mut().zip(self.bias) {
-                    *x += b;
-                }
-            }
+        let (arch, bias) = (pulp::Arch::new(), self.bias);
+        if self.gelu {
+            for_rows(&mut out, width, |_, row| {
+                arch.dispatch(Row::Gelu { row, bias })
+            });
+        } else {
+            for_rows(&mut out, width, |_, row| {
+                arch.dispatch(Row::Bias { row, bias });
+            });
         }
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -377,12 +404,17 @@ impl CustomOp2 for AddNorm<'_> {
             candle_core::bail!("add-norm: mismatched sizes");
         }
         let mut out = ys.to_vec();
-        for (row, res) in out.chunks_exact_mut(width).zip(rs.chunks_exact(width)) {
-            for ((x, b), r) in row.iter_mut().zip(self.bias).zip(res) {
-                *x += b + r;
-            }
-            layer_norm_row(row, self.norm, self.eps);
-        }
+        let arch = pulp::Arch::new();
+        for_rows(&mut out, width, |i, row| {
+            let res = &rs[i * width..][..width];
+            arch.dispatch(Row::AddNorm {
+                row,
+                bias: self.bias,
+                residual: res,
+                norm: self.norm,
+                eps: self.eps,
+            });
+        });
         Ok((CpuStorage::F32(out), yl.shape().clone()))
     }
 }
@@ -447,29 +479,105 @@ impl CustomOp2 for MaskedSoftmax {
             candle_core::bail!("masked-softmax: a mask of {} for {b}x{keys}", ms.len());
         }
         let mut out = ss.to_vec();
-        for (i, row) in out.chunks_exact_mut(keys).enumerate() {
+        let arch = pulp::Arch::new();
+        for_rows(&mut out, keys, |i, row| {
             let mask = &ms[(i / (heads * queries)) * keys..][..keys];
-            let max = row
-                .iter()
-                .zip(mask)
-                .filter(|(_, m)| **m != 0.0)
-                .map(|(x, _)| *x)
-                .fold(f32::NEG_INFINITY, f32::max);
-            for (x, m) in row.iter_mut().zip(mask) {
-                *x = if *m != 0.0 {
-                    exp_nonpositive(*x - max)
-                } else {
-                    0.0
-                };
-            }
-            let total = sum(row);
-            if total > 0.0 {
-                let inv = 1.0 / total;
-                row.iter_mut().for_each(|x| *x *= inv);
-            }
-        }
+            arch.dispatch(Row::Softmax { row, mask });
+        });
         Ok((CpuStorage::F32(out), sl.shape().clone()))
     }
+}
+
+/// One row's work, run through [`pulp::Arch::dispatch`]. A struct rather than a closure: its
+/// `with_simd` and the row functions are all `inline(always)`, so the loops are compiled inside
+/// pulp's AVX2 / AVX-512 entry points (a closure body may be left out of line, at baseline SSE).
+enum Row<'a> {
+    Bias {
+        row: &'a mut [f32],
+        bias: &'a [f32],
+    },
+    Gelu {
+        row: &'a mut [f32],
+        bias: &'a [f32],
+    },
+    AddNorm {
+        row: &'a mut [f32],
+        bias: &'a [f32],
+        residual: &'a [f32],
+        norm: &'a Norm,
+        eps: f32,
+    },
+    Softmax {
+        row: &'a mut [f32],
+        mask: &'a [f32],
+    },
+}
+
+impl pulp::WithSimd for Row<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        match self {
+            Self::Bias { row, bias } => row.iter_mut().zip(bias).for_each(|(x, b)| *x += b),
+            Self::Gelu { row, bias } => gelu_row(row, bias),
+            Self::AddNorm {
+                row,
+                bias,
+                residual,
+                norm,
+                eps,
+            } => add_norm_row(row, bias, residual, norm, eps),
+            Self::Softmax { row, mask } => softmax_row(row, mask),
+        }
+    }
+}
+
+/// Softmax of one row of scores, keys with mask 0 weighted 0.
+#[inline(always)]
+fn softmax_row(row: &mut [f32], mask: &[f32]) {
+    // Branch-free, so both loops vectorise: padding keys count as -inf for the
+    // maximum and are multiplied by their mask (0) after the exponential.
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let (rc, mc) = (row.chunks_exact(8), mask.chunks_exact(8));
+    let mut max = rc
+        .remainder()
+        .iter()
+        .zip(mc.remainder())
+        .fold(f32::NEG_INFINITY, |a, (x, m)| {
+            a.max(if *m != 0.0 { *x } else { f32::NEG_INFINITY })
+        });
+    for (r, m) in rc.zip(mc) {
+        for ((l, x), m) in lanes.iter_mut().zip(r).zip(m) {
+            *l = l.max(if *m != 0.0 { *x } else { f32::NEG_INFINITY });
+        }
+    }
+    max = lanes.iter().fold(max, |a, l| a.max(*l));
+    for (x, m) in row.iter_mut().zip(mask) {
+        *x = exp_nonpositive((*x - max).min(0.0)) * m;
+    }
+    let total = sum(row);
+    if total > 0.0 {
+        let inv = 1.0 / total;
+        row.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// `gelu(x + bias)` of one row in place.
+#[inline(always)]
+fn gelu_row(row: &mut [f32], bias: &[f32]) {
+    for (x, b) in row.iter_mut().zip(bias) {
+        *x = gelu(*x + b);
+    }
+}
+
+/// `LayerNorm(x + bias + residual)` of one row in place.
+#[inline(always)]
+fn add_norm_row(row: &mut [f32], bias: &[f32], residual: &[f32], norm: &Norm, eps: f32) {
+    for ((x, b), r) in row.iter_mut().zip(bias).zip(residual) {
+        *x += b + r;
+    }
+    layer_norm_row(row, norm, eps);
 }
 
 /// `e^x` for `x <= 0`, branch-free so loops over it vectorise (relative error < 2e-7).
