@@ -80,6 +80,57 @@ async fn errors_come_in_anthropic_shape() {
 }
 
 #[actix_rt::test]
+async fn count_tokens_asks_an_anthropic_upstream_and_estimates_otherwise() {
+    let mock = MockServer::start_local(MockConfig::default())
+        .await
+        .unwrap();
+    let body = json!({"model": "claude", "system": "alpha beta",
+        "messages": [{"role": "user", "content": "one two three"}, {"role": "assistant", "content": "four"},
+                     {"role": "user", "content": [{"type": "text", "text": "five six"}]}]});
+    let count = |gw: &Gateway, body: Value| {
+        let url = gw.url("/v1/messages/count_tokens");
+        async move { client().post(url).json(&body).send().await.unwrap() }
+    };
+    let gw = Gateway::start(&config("anthropic", &mock.anthropic_base_url())).await;
+    let resp = count(&gw, body.clone()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-token-count"], "exact");
+    let n: Value = resp.json().await.unwrap();
+    assert_eq!(n, json!({"input_tokens": 8}), "the upstream's own count");
+    // `max_tokens` and `stream`, which the endpoint refuses, never reach the upstream.
+    let mut with_settings = body.clone();
+    with_settings["max_tokens"] = json!(100);
+    with_settings["stream"] = json!(true);
+    assert_eq!(count(&gw, with_settings).await.status(), 200);
+    for (bad, status, kind) in [
+        (
+            json!({"model": "claude", "messages": []}),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+            404,
+            "not_found_error",
+        ),
+        (json!([1, 2]), 400, "invalid_request_error"),
+    ] {
+        let resp = count(&gw, bad.clone()).await;
+        assert_eq!(resp.status().as_u16(), status, "{bad}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["type"], "error");
+        assert_eq!(err["error"]["type"], kind, "{err}");
+    }
+
+    let gw = Gateway::start(&config("openai", &mock.openai_base_url())).await;
+    let resp = count(&gw, body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-token-count"], "estimate");
+    let n: Value = resp.json().await.unwrap();
+    assert!(n["input_tokens"].as_u64().unwrap() > 0, "{n}");
+}
+
+#[actix_rt::test]
 async fn cache_control_passes_through_and_cached_tokens_are_counted() {
     let mock = MockServer::start_local(MockConfig::default())
         .await

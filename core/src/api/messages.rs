@@ -533,3 +533,99 @@ pub async fn messages(
         }
     }
 }
+
+/// Header saying whether a token count is the upstream's (`exact`) or Switchyard's (`estimate`).
+pub const TOKEN_COUNT_HEADER: &str = "x-switchyard-token-count";
+
+/// Switchyard's own count: four characters a token over the conversation and the tool
+/// definitions (the figure its TPM limits use).
+fn estimate_tokens(chat: &ChatRequest) -> u64 {
+    let tools: usize = chat
+        .tools
+        .iter()
+        .flatten()
+        .map(|t| t.to_string().len())
+        .sum();
+    u64::from(chat.estimate_prompt_tokens()) + (tools / 4) as u64
+}
+
+/// The exact count from the model's first target when it speaks Anthropic's format; `None`
+/// when it does not (or the request is routed, or local), or the upstream could not be asked.
+async fn upstream_count(
+    state: &AppState,
+    req: &HttpRequest,
+    chat: &ChatRequest,
+) -> Result<Option<u64>, ApiError> {
+    let routed = state
+        .routing
+        .load_full()
+        .is_some_and(|p| p.applies(&chat.model));
+    if routed || super::chat::is_local_chat(&chat.model) {
+        return Ok(None);
+    }
+    let routes = state.models.resolve(&chat.model)?;
+    let Some(route) = routes
+        .first()
+        .filter(|r| r.upstream.spec().kind == crate::config::ProviderKind::Anthropic)
+    else {
+        return Ok(None);
+    };
+    let deadline = super::chat::deadline(req, state.config.server.request_timeout)?;
+    let lease = match route.upstream.admit(0, deadline).await {
+        Ok(lease) => lease,
+        Err(e) => {
+            tracing::warn!(provider = %route.provider, error = %e, "token count: upstream not available; estimating");
+            return Ok(None);
+        }
+    };
+    match crate::providers::anthropic::count_tokens(&lease, &route.model, chat, deadline).await {
+        Ok(n) => {
+            lease.settle(Ok(()));
+            Ok(Some(n))
+        }
+        Err(e) => {
+            lease.settle(Err(&e));
+            if e.should_fail_over() {
+                tracing::warn!(provider = %route.provider, error = %e, "token count: upstream failed; estimating");
+                Ok(None)
+            } else {
+                // The upstream judged the request itself (e.g. 400): the client should know.
+                Err(e.into_api_error())
+            }
+        }
+    }
+}
+
+/// Handle `POST /v1/messages/count_tokens`: a Messages request (without `max_tokens`) →
+/// `{"input_tokens": n}`, exact from an Anthropic upstream, estimated otherwise.
+#[tracing::instrument(skip_all, fields(model))]
+pub async fn count_tokens(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, AnthropicError> {
+    let (_principal, mut body): (_, Value) = read_request(&state, &req, payload).await?;
+    let Some(fields) = body.as_object_mut() else {
+        return Err(ApiError::InvalidJson("the body must be a JSON object".to_owned()).into());
+    };
+    // The endpoint takes a Messages request without its generation settings.
+    fields.entry("max_tokens").or_insert(json!(1));
+    fields.remove("stream");
+    let wire: MessagesRequest =
+        super::body::parse_json(&serde_json::to_vec(&body).unwrap_or_default())?;
+    if wire.messages.is_empty() {
+        return Err(
+            ApiError::param("messages", "'messages' must contain at least one message.").into(),
+        );
+    }
+    let chat = to_internal(wire)?;
+    validate(&chat)?;
+    tracing::Span::current().record("model", chat.model.as_str());
+    let (n, how) = match upstream_count(&state, &req, &chat).await? {
+        Some(n) => (n, "exact"),
+        None => (estimate_tokens(&chat), "estimate"),
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((TOKEN_COUNT_HEADER, how))
+        .json(json!({"input_tokens": n})))
+}

@@ -103,6 +103,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/v1/messages/count_tokens")
+            .route(web::post().to(messages::count_tokens))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/v1/responses")
             .route(web::post().to(responses::create))
             .default_service(web::to(method_not_allowed)),

@@ -608,6 +608,12 @@ fn to_wire(resp: &ChatResponse, echo: &Echo) -> Value {
         }
     }
     let (status, incomplete) = status(choice.and_then(|c| c.finish_reason.as_deref()));
+    if status == "incomplete" {
+        // The last item is the one that was cut short.
+        if let Some(last) = output.last_mut() {
+            last["status"] = json!("incomplete");
+        }
+    }
     let created = if resp.created > 0 {
         resp.created
     } else {
@@ -695,9 +701,19 @@ impl Encoder {
         }
     }
 
+    /// How the item at `index` ended: the last one is cut short when the response is.
+    fn item_status(&self, index: usize) -> &'static str {
+        let cut = status(self.finish.as_deref()).0 == "incomplete";
+        if cut && index + 1 == self.items.len() {
+            "incomplete"
+        } else {
+            "completed"
+        }
+    }
+
     fn snapshot(&self, status: &str, incomplete: Value, with_usage: bool) -> Value {
         let output = (0..self.items.len())
-            .map(|i| self.item_json(i, "completed"))
+            .map(|i| self.item_json(i, self.item_status(i)))
             .collect();
         let usage = with_usage.then(|| self.usage.clone().unwrap_or_default());
         response_object(
@@ -739,7 +755,7 @@ impl Encoder {
                 self.event(out, "response.function_call_arguments.done", data);
             }
         }
-        let item = self.item_json(index, "completed");
+        let item = self.item_json(index, self.item_status(index));
         self.event(
             out,
             "response.output_item.done",
@@ -1157,5 +1173,9 @@ mod tests {
             last["response"]["incomplete_details"]["reason"],
             "max_output_tokens"
         );
+        assert_eq!(last["response"]["output"][0]["status"], "incomplete");
+        let item_done = &ev[ev.len() - 2];
+        assert_eq!(item_done["type"], "response.output_item.done");
+        assert_eq!(item_done["item"]["status"], "incomplete");
     }
 }

@@ -366,10 +366,15 @@ fn from_wire(w: WireResponse) -> ChatResponse {
 }
 
 fn request(lease: &Lease, body: &MessagesRequest) -> reqwest::RequestBuilder {
+    request_to(lease, "messages", body)
+}
+
+/// A POST to `path` under the upstream's base URL, with Anthropic's version and key headers.
+fn request_to(lease: &Lease, path: &str, body: &impl Serialize) -> reqwest::RequestBuilder {
     let spec = lease.spec();
     let mut rb = lease
         .client()
-        .post(format!("{}/messages", spec.base_url))
+        .post(format!("{}/{path}", spec.base_url))
         .header("anthropic-version", &spec.anthropic_version)
         .json(body);
     if let Some(key) = &spec.api_key {
@@ -400,6 +405,44 @@ pub async fn chat(
     let body = to_wire(req, model, false).map_err(|m| invalid(&lease.spec().name, m))?;
     let wire: WireResponse = send_for_json(lease, request(lease, &body), deadline).await?;
     Ok(from_wire(wire))
+}
+
+/// The upstream's exact input-token count for a request (`POST /v1/messages/count_tokens`),
+/// sent without the generation settings that endpoint does not take.
+pub async fn count_tokens(
+    lease: &Lease,
+    model: &str,
+    req: &ChatRequest,
+    deadline: Instant,
+) -> Result<u64, ProviderError> {
+    #[derive(Deserialize)]
+    struct Count {
+        input_tokens: u64,
+    }
+    let body = to_wire(req, model, false).map_err(|m| invalid(&lease.spec().name, m))?;
+    let mut body =
+        serde_json::to_value(&body).map_err(|e| invalid(&lease.spec().name, e.to_string()))?;
+    if let Some(fields) = body.as_object_mut() {
+        for k in [
+            "max_tokens",
+            "stream",
+            "metadata",
+            "temperature",
+            "top_p",
+            "top_k",
+            "stop_sequences",
+            "service_tier",
+        ] {
+            fields.remove(k);
+        }
+    }
+    let count: Count = send_for_json(
+        lease,
+        request_to(lease, "messages/count_tokens", &body),
+        deadline,
+    )
+    .await?;
+    Ok(count.input_tokens)
 }
 
 /// Start a streamed call.

@@ -84,6 +84,38 @@ fn event(name: &str, data: &Value) -> Bytes {
     Bytes::from(out)
 }
 
+/// Handle `POST /v1/messages/count_tokens`: the words of the system prompt and the messages
+/// (the mock's token), refusing generation settings as Anthropic does.
+pub fn count_tokens(body: &Bytes, shared: &Arc<Shared>) -> Response<Body> {
+    shared.stats.request();
+    let req: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            shared.stats.bad_request();
+            return error(StatusCode::BAD_REQUEST, &format!("mock: bad request: {e}"));
+        }
+    };
+    for k in ["max_tokens", "stream", "temperature"] {
+        if req.get(k).is_some() {
+            shared.stats.bad_request();
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("{k}: Extra inputs are not permitted"),
+            );
+        }
+    }
+    let Some(messages) = req["messages"].as_array().filter(|m| !m.is_empty()) else {
+        shared.stats.bad_request();
+        return error(StatusCode::BAD_REQUEST, "mock: messages are required");
+    };
+    let mut all = texts(&req["system"]).0;
+    for m in messages {
+        all.extend(texts(&m["content"]).0);
+    }
+    let n: usize = all.iter().map(|t| t.split_whitespace().count()).sum();
+    json_response(StatusCode::OK, &json!({"input_tokens": n}))
+}
+
 /// Handle `POST /v1/messages`.
 pub async fn messages(body: &Bytes, shared: &Arc<Shared>) -> Result<Response<Body>, io::Error> {
     shared.stats.request();

@@ -300,7 +300,7 @@ fn authorised(shared: &Shared, path: &str, headers: &hyper::HeaderMap) -> bool {
             .unwrap_or_default()
             .to_owned()
     };
-    if path == "/v1/messages" {
+    if path.starts_with("/v1/messages") {
         get("x-api-key") == key && !get("anthropic-version").is_empty()
     } else if path.starts_with("/v1beta/") {
         get("x-goog-api-key") == key
@@ -325,6 +325,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
     match (method, path.as_str()) {
         (Method::POST, "/v1/chat/completions") => openai::chat(&body, &shared).await,
         (Method::POST, "/v1/messages") => anthropic::messages(&body, &shared).await,
+        (Method::POST, "/v1/messages/count_tokens") => Ok(anthropic::count_tokens(&body, &shared)),
         (Method::POST, p) if p.starts_with("/v1beta/models/") => {
             let rest = &p["/v1beta/models/".len()..];
             match rest.rsplit_once(':') {
