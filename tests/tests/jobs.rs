@@ -426,6 +426,76 @@ async fn batches_run_every_line_and_report_bad_lines_in_the_error_file() {
     assert_eq!(r.status(), 400);
 }
 
+/// A Batch API file of Responses calls: each line answered as a Response object, a streamed line
+/// refused into the error file.
+#[actix_rt::test]
+async fn a_batch_of_responses_lines_runs_and_streamed_lines_are_refused() {
+    let mock = MockServer::start_local(MockConfig::default())
+        .await
+        .unwrap();
+    let gw = Gateway::start(&chain_config("m", &[mock.openai_base_url()])).await;
+    let base = gw.url("");
+    let line = |id: &str, stream: bool| {
+        json!({"custom_id": id, "method": "POST", "url": "/v1/responses",
+            "body": {"model": "m", "input": format!("say {id} #mock{{\"reply\": \"answer {id}\"}}"), "stream": stream}})
+        .to_string()
+    };
+    let file = [line("a", false), line("b", false), line("s", true)].join("\n");
+    let (ct, body) = multipart("batch", "in.jsonl", &file);
+    let f: Value = client()
+        .post(format!("{base}/v1/files"))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = client()
+        .post(format!("{base}/v1/batches"))
+        .json(&json!({"input_file_id": f["id"], "endpoint": "/v1/responses", "completion_window": "24h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let b = loop {
+        let b = get_json(format!("{base}/v1/batches/{id}")).await;
+        if b["status"] == "completed" {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "{b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        b["request_counts"],
+        json!({"total": 3, "completed": 2, "failed": 1})
+    );
+    let out = get_text(format!(
+        "{base}/v1/files/{}/content",
+        b["output_file_id"].as_str().unwrap()
+    ))
+    .await;
+    for l in out.lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        let body = &v["response"]["body"];
+        assert_eq!(body["object"], "response", "{v}");
+        let want = format!("answer {}", v["custom_id"].as_str().unwrap());
+        assert_eq!(body["output"][0]["content"][0]["text"], want.as_str());
+    }
+    let err = get_text(format!(
+        "{base}/v1/files/{}/content",
+        b["error_file_id"].as_str().unwrap()
+    ))
+    .await;
+    assert!(err.contains("cannot stream"), "{err}");
+}
+
 /// kill -9 while 1,000 small jobs are queued or running: after a restart every job finishes,
 /// none is lost, and every webhook arrives (at least once) under its stable id.
 #[actix_rt::test]

@@ -173,6 +173,12 @@ fn validate_operation(op: &Operation, max_units: usize) -> Result<(), ApiError> 
                 return Err(ApiError::param("requests", "'requests' must not be empty."));
             }
             for (i, r) in requests.iter().enumerate() {
+                if r.body["stream"] == serde_json::Value::Bool(true) {
+                    return Err(ApiError::param(
+                        format!("requests[{i}].body.stream"),
+                        format!("requests[{i}]: a job's calls cannot stream; progress comes from the job's own events."),
+                    ));
+                }
                 if r.method != "POST" || !batch::ENDPOINTS.contains(&r.url.as_str()) {
                     return Err(ApiError::param(
                         format!("requests[{i}].url"),

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::{now_s, Job, JobStore, RequestLine, State, StoreError};
 
 /// Endpoints a batch line may call.
-pub const ENDPOINTS: &[&str] = &["/v1/chat/completions", "/v1/embeddings"];
+pub const ENDPOINTS: &[&str] = &["/v1/chat/completions", "/v1/responses", "/v1/embeddings"];
 
 /// An uploaded file's metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +108,9 @@ pub fn parse_lines(data: &[u8], endpoint: &str) -> (Vec<RequestLine>, Vec<(usize
             )),
             Ok(l) if !l.body.is_object() => {
                 bad.push((n + 1, format!("line {}: body must be an object", n + 1)))
+            }
+            Ok(l) if l.body["stream"] == Value::Bool(true) => {
+                bad.push((n + 1, format!("line {}: batch lines cannot stream", n + 1)))
             }
             Ok(l) => good.push(RequestLine {
                 custom_id: Some(l.custom_id),
