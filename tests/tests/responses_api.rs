@@ -114,7 +114,8 @@ async fn the_upstream_receives_an_ordinary_chat_request() {
         ],
         "tools": [{"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {}}}],
         "text": {"format": {"type": "json_object"}},
-        "store": true, "truncation": "auto", "max_output_tokens": 30});
+        "store": true, "truncation": "auto", "max_output_tokens": 30, "max_tool_calls": 3,
+        "top_logprobs": 2});
     let r: Value = post(&gw, &body).await.json().await.unwrap();
     let wire: Value = serde_json::from_str(&output_text(&r)).unwrap();
     let roles: Vec<&str> = wire["messages"]
@@ -136,6 +137,10 @@ async fn the_upstream_receives_an_ordinary_chat_request() {
     assert_eq!(wire["tools"][0]["function"]["name"], "weather");
     assert_eq!(wire["response_format"]["type"], "json_object");
     assert_eq!(wire["max_tokens"], 30);
+    assert_eq!(
+        (&wire["logprobs"], &wire["top_logprobs"]),
+        (&json!(true), &json!(2))
+    );
     for field in [
         "input",
         "instructions",
@@ -143,6 +148,7 @@ async fn the_upstream_receives_an_ordinary_chat_request() {
         "truncation",
         "text",
         "max_output_tokens",
+        "max_tool_calls",
     ] {
         assert!(
             wire.get(field).is_none(),

@@ -68,9 +68,17 @@ struct ResponsesRequest {
     #[serde(default)]
     conversation: Option<Value>,
     #[serde(default)]
+    prompt: Option<Value>,
+    #[serde(default)]
     background: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<u32>,
     // Accepted and not acted on: nothing is stored, nothing extra is included, the context is
-    // never truncated by us, and the stream has no obfuscation padding.
+    // never truncated by us, the stream has no obfuscation padding, and one chat call makes
+    // one round of tool calls at most.
+    #[serde(default)]
+    #[allow(dead_code)]
+    max_tool_calls: Option<Value>,
     #[serde(default)]
     #[allow(dead_code)]
     store: Option<bool>,
@@ -394,6 +402,13 @@ fn to_internal(r: ResponsesRequest) -> Result<(ChatRequest, Echo), ApiError> {
     if r.conversation.is_some() {
         return Err(stateless("conversation"));
     }
+    if r.prompt.is_some() {
+        return Err(ApiError::param(
+            "prompt",
+            "stored prompt templates are not available through Switchyard; send 'instructions' \
+             and 'input' instead.",
+        ));
+    }
     if r.background == Some(true) {
         return Err(ApiError::param(
             "background",
@@ -450,6 +465,10 @@ fn to_internal(r: ResponsesRequest) -> Result<(ChatRequest, Echo), ApiError> {
         .filter(|e| !e.is_null())
     {
         extra.insert("reasoning_effort".to_owned(), e.clone());
+    }
+    if let Some(n) = r.top_logprobs {
+        extra.insert("logprobs".to_owned(), Value::Bool(true));
+        extra.insert("top_logprobs".to_owned(), json!(n));
     }
     if let Some(p) = r.parallel_tool_calls.filter(|_| !tools.is_empty()) {
         extra.insert("parallel_tool_calls".to_owned(), Value::Bool(p));
@@ -1045,6 +1064,10 @@ mod tests {
             (
                 json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"}),
                 "previous_response_id",
+            ),
+            (
+                json!({"model": "m", "input": "hi", "prompt": {"id": "pmpt_1"}}),
+                "prompt",
             ),
             (
                 json!({"model": "m", "input": [{"type": "item_reference", "id": "x"}]}),
