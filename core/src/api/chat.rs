@@ -715,6 +715,38 @@ pub(crate) fn sse_response(served: &Served) -> actix_web::HttpResponseBuilder {
     resp
 }
 
+/// The shared tail of the handlers whose dialect has its own event protocol (Anthropic
+/// Messages, OpenAI Responses): answer the converted request, then encode a stream with
+/// `encoder` or a whole answer with `whole`, with the call's headers either way.
+pub(crate) async fn respond_in<E: super::sse::EventEncoder>(
+    state: &AppState,
+    req: &HttpRequest,
+    principal: &Principal,
+    chat: ChatRequest,
+    call: &Call,
+    encoder: E,
+    whole: impl FnOnce(&ChatResponse) -> serde_json::Value,
+) -> Result<HttpResponse, ApiError> {
+    let span = tracing::Span::current();
+    span.record("model", chat.model.as_str());
+    span.record("stream", chat.stream);
+    match dispatch(state, req, principal, chat, call).await? {
+        Dispatched::Stream(start) => {
+            span.record("provider", start.served.provider.as_str());
+            let mut resp = sse_response(&start.served);
+            call_headers(&mut resp, call, state);
+            Ok(resp.streaming(super::sse::encoded_stream(start, encoder)))
+        }
+        Dispatched::Whole { answer, served, .. } => {
+            span.record("provider", served.provider.as_str());
+            let mut resp = HttpResponse::Ok();
+            served_headers(&mut resp, &served);
+            call_headers(&mut resp, call, state);
+            Ok(resp.json(whole(&answer)))
+        }
+    }
+}
+
 /// Handle a chat completion.
 #[tracing::instrument(skip_all, fields(model, stream, provider))]
 pub async fn completions(

@@ -8,17 +8,16 @@ use std::collections::BTreeMap;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::Bytes;
-use futures_util::stream::{BoxStream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::body::read_request;
 use super::call::Call;
-use super::chat::{dispatch, served_headers, sse_response, validate, Dispatched};
+use super::chat::{respond_in, validate};
+use super::sse::{named_event as sse, EventEncoder};
 use super::AppState;
 use crate::error::ApiError;
 use crate::providers::anthropic::WireUsage;
-use crate::providers::chain::StreamStart;
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, Dialect, Extra, Message, Role,
     Stop, Usage,
@@ -341,13 +340,6 @@ fn to_wire(resp: &ChatResponse) -> Value {
     })
 }
 
-fn sse(event: &str, data: &Value) -> Bytes {
-    let mut out = format!("event: {event}\ndata: ").into_bytes();
-    let _ = serde_json::to_writer(&mut out, data);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Block {
     Text,
@@ -387,7 +379,7 @@ impl Encoder {
         index
     }
 
-    fn chunk(&mut self, c: &ChatChunk, out: &mut Vec<Bytes>) {
+    fn on_chunk(&mut self, c: &ChatChunk, out: &mut Vec<Bytes>) {
         if !self.started {
             self.started = true;
             out.push(sse(
@@ -445,7 +437,7 @@ impl Encoder {
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<Bytes>) {
+    fn on_finish(&mut self, out: &mut Vec<Bytes>) {
         self.close_block(out);
         let usage = WireUsage::from_usage(&self.usage);
         out.push(sse(
@@ -459,41 +451,32 @@ impl Encoder {
     }
 }
 
-fn anthropic_stream(start: StreamStart) -> BoxStream<'static, Result<Bytes, actix_web::Error>> {
-    let StreamStart { first, rest, .. } = start;
-    let enc = Encoder {
-        started: false,
-        block: None,
-        next_index: 0,
-        tool_blocks: BTreeMap::new(),
-        finish: None,
-        stop_sequence: None,
-        usage: Usage::default(),
-    };
-    let items = futures_util::stream::once(futures_util::future::ready(Some(Ok(first))))
-        .chain(rest.map(Some))
-        .chain(futures_util::stream::once(futures_util::future::ready(
-            None,
-        )));
-    items
-        .scan((enc, false), |(enc, failed), item| {
-            if *failed {
-                return futures_util::future::ready(None);
-            }
-            let mut out = Vec::new();
-            match item {
-                Some(Ok(chunk)) => enc.chunk(&chunk, &mut out),
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "upstream failed mid-stream; ending the stream with an error event");
-                    *failed = true;
-                    out.push(sse("error", &anthropic_body(&e.into())));
-                }
-                None => enc.finish(&mut out),
-            }
-            futures_util::future::ready(Some(futures_util::stream::iter(out.into_iter().map(Ok))))
-        })
-        .flatten()
-        .boxed()
+impl EventEncoder for Encoder {
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
+        self.on_chunk(chunk, out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        self.on_finish(out);
+    }
+
+    fn fail(&mut self, error: &ApiError, out: &mut Vec<Bytes>) {
+        out.push(sse("error", &anthropic_body(error)));
+    }
+}
+
+impl Encoder {
+    fn new() -> Self {
+        Self {
+            started: false,
+            block: None,
+            next_index: 0,
+            tool_blocks: BTreeMap::new(),
+            finish: None,
+            stop_sequence: None,
+            usage: Usage::default(),
+        }
+    }
 }
 
 /// Handle a Messages request.
@@ -514,24 +497,16 @@ pub async fn messages(
     let chat = to_internal(wire)?;
     call.request(&chat.model, chat.stream, chat.user.as_deref());
     validate(&chat)?;
-    let span = tracing::Span::current();
-    span.record("model", chat.model.as_str());
-    span.record("stream", chat.stream);
-    match dispatch(&state, &req, &principal, chat, &call).await? {
-        Dispatched::Stream(start) => {
-            span.record("provider", start.served.provider.as_str());
-            let mut resp = sse_response(&start.served);
-            super::chat::call_headers(&mut resp, &call, &state);
-            Ok(resp.streaming(anthropic_stream(start)))
-        }
-        Dispatched::Whole { answer, served, .. } => {
-            span.record("provider", served.provider.as_str());
-            let mut resp = HttpResponse::Ok();
-            served_headers(&mut resp, &served);
-            super::chat::call_headers(&mut resp, &call, &state);
-            Ok(resp.json(to_wire(&answer)))
-        }
-    }
+    Ok(respond_in(
+        &state,
+        &req,
+        &principal,
+        chat,
+        &call,
+        Encoder::new(),
+        to_wire,
+    )
+    .await?)
 }
 
 /// Header saying whether a token count is the upstream's (`exact`) or Switchyard's (`estimate`).

@@ -9,16 +9,15 @@ use std::collections::BTreeMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use futures_util::stream::{BoxStream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::body::read_request;
 use super::call::Call;
-use super::chat::{call_headers, dispatch, served_headers, sse_response, validate, Dispatched};
+use super::chat::{respond_in, validate};
+use super::sse::{named_event, EventEncoder};
 use super::AppState;
 use crate::error::ApiError;
-use crate::providers::chain::StreamStart;
 use crate::types::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, Dialect, Extra, Message, Role,
     Usage,
@@ -702,10 +701,7 @@ impl Encoder {
         data["type"] = json!(kind);
         data["sequence_number"] = json!(self.seq);
         self.seq += 1;
-        let mut buf = format!("event: {kind}\ndata: ").into_bytes();
-        let _ = serde_json::to_writer(&mut buf, &data);
-        buf.extend_from_slice(b"\n\n");
-        out.push(Bytes::from(buf));
+        out.push(named_event(kind, &data));
     }
 
     fn item_json(&self, index: usize, status: &str) -> Value {
@@ -810,7 +806,7 @@ impl Encoder {
         index
     }
 
-    fn chunk(&mut self, c: &ChatChunk, out: &mut Vec<Bytes>) {
+    fn on_chunk(&mut self, c: &ChatChunk, out: &mut Vec<Bytes>) {
         if !self.started {
             self.started = true;
             self.id = c.id.clone();
@@ -882,7 +878,7 @@ impl Encoder {
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<Bytes>) {
+    fn on_finish(&mut self, out: &mut Vec<Bytes>) {
         self.close(out);
         let (status, incomplete) = status(self.finish.as_deref());
         let kind = if status == "completed" {
@@ -894,7 +890,7 @@ impl Encoder {
         self.event(out, kind, json!({"response": response}));
     }
 
-    fn fail(&mut self, out: &mut Vec<Bytes>, e: &ApiError) {
+    fn on_fail(&mut self, out: &mut Vec<Bytes>, e: &ApiError) {
         let body = e.openai_body();
         let err = &body["error"];
         let code = err["code"].as_str().unwrap_or(e.class()).to_owned();
@@ -910,35 +906,18 @@ impl Encoder {
     }
 }
 
-fn responses_stream(
-    start: StreamStart,
-    echo: Echo,
-) -> BoxStream<'static, Result<Bytes, actix_web::Error>> {
-    let StreamStart { first, rest, .. } = start;
-    let items = futures_util::stream::once(futures_util::future::ready(Some(Ok(first))))
-        .chain(rest.map(Some))
-        .chain(futures_util::stream::once(futures_util::future::ready(
-            None,
-        )));
-    items
-        .scan((Encoder::new(echo), false), |(enc, failed), item| {
-            if *failed {
-                return futures_util::future::ready(None);
-            }
-            let mut out = Vec::new();
-            match item {
-                Some(Ok(chunk)) => enc.chunk(&chunk, &mut out),
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "upstream failed mid-stream; ending the stream with response.failed");
-                    *failed = true;
-                    enc.fail(&mut out, &e.into());
-                }
-                None => enc.finish(&mut out),
-            }
-            futures_util::future::ready(Some(futures_util::stream::iter(out.into_iter().map(Ok))))
-        })
-        .flatten()
-        .boxed()
+impl EventEncoder for Encoder {
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
+        self.on_chunk(chunk, out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        self.on_finish(out);
+    }
+
+    fn fail(&mut self, error: &ApiError, out: &mut Vec<Bytes>) {
+        self.on_fail(out, error);
+    }
 }
 
 /// Handle a Responses request.
@@ -954,24 +933,9 @@ pub async fn create(
     let (chat, echo) = to_internal(wire)?;
     call.request(&chat.model, chat.stream, chat.user.as_deref());
     validate(&chat)?;
-    let span = tracing::Span::current();
-    span.record("model", chat.model.as_str());
-    span.record("stream", chat.stream);
-    match dispatch(&state, &req, &principal, chat, &call).await? {
-        Dispatched::Stream(start) => {
-            span.record("provider", start.served.provider.as_str());
-            let mut resp = sse_response(&start.served);
-            call_headers(&mut resp, &call, &state);
-            Ok(resp.streaming(responses_stream(start, echo)))
-        }
-        Dispatched::Whole { answer, served, .. } => {
-            span.record("provider", served.provider.as_str());
-            let mut resp = HttpResponse::Ok();
-            served_headers(&mut resp, &served);
-            call_headers(&mut resp, &call, &state);
-            Ok(resp.json(to_wire(&answer, &echo)))
-        }
-    }
+    let whole = |answer: &ChatResponse| to_wire(answer, &echo);
+    let encoder = Encoder::new(echo.clone());
+    respond_in(&state, &req, &principal, chat, &call, encoder, whole).await
 }
 
 #[cfg(test)]

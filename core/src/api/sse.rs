@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::providers::chain::StreamStart;
+use crate::types::ChatChunk;
 
 /// Encode one `data:` event.
 pub fn event<T: Serialize>(value: &T) -> Bytes {
@@ -65,4 +66,59 @@ pub fn openai_stream(
         }
     })
     .boxed()
+}
+
+/// One named event: `event: {name}` and its JSON `data:` line (the Anthropic and Responses
+/// dialects name every event).
+pub fn named_event(name: &str, data: &serde_json::Value) -> Bytes {
+    let mut buf = BytesMut::with_capacity(256).writer();
+    let _ = std::io::Write::write_all(&mut buf, b"event: ");
+    let _ = std::io::Write::write_all(&mut buf, name.as_bytes());
+    let _ = std::io::Write::write_all(&mut buf, b"\ndata: ");
+    let _ = serde_json::to_writer(&mut buf, data);
+    let _ = std::io::Write::write_all(&mut buf, b"\n\n");
+    buf.into_inner().freeze()
+}
+
+/// What a client dialect with its own event protocol supplies to re-encode internal chunks.
+pub trait EventEncoder: Send + 'static {
+    /// Events for one upstream chunk.
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>);
+    /// Events that close a stream that ended well.
+    fn finish(&mut self, out: &mut Vec<Bytes>);
+    /// Events that end a stream the upstream broke mid-way.
+    fn fail(&mut self, error: &ApiError, out: &mut Vec<Bytes>);
+}
+
+/// A started upstream stream as `enc`'s events: each chunk's as it arrives, then the closing
+/// events, or the failure events (and nothing after them) when the upstream breaks.
+pub fn encoded_stream<E: EventEncoder>(
+    start: StreamStart,
+    enc: E,
+) -> BoxStream<'static, Result<Bytes, actix_web::Error>> {
+    let StreamStart { first, rest, .. } = start;
+    let items = futures_util::stream::once(futures_util::future::ready(Some(Ok(first))))
+        .chain(rest.map(Some))
+        .chain(futures_util::stream::once(futures_util::future::ready(
+            None,
+        )));
+    items
+        .scan((enc, false), |(enc, failed), item| {
+            if *failed {
+                return futures_util::future::ready(None);
+            }
+            let mut out = Vec::new();
+            match item {
+                Some(Ok(chunk)) => enc.chunk(&chunk, &mut out),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "upstream failed mid-stream; ending the stream with the dialect's error events");
+                    *failed = true;
+                    enc.fail(&e.into(), &mut out);
+                }
+                None => enc.finish(&mut out),
+            }
+            futures_util::future::ready(Some(futures_util::stream::iter(out.into_iter().map(Ok))))
+        })
+        .flatten()
+        .boxed()
 }
