@@ -304,4 +304,18 @@ async fn errors_come_in_openai_shape() {
     }
     let resp = client().get(gw.url("/v1/responses")).send().await.unwrap();
     assert_eq!(resp.status(), 405);
+    let resp = client()
+        .get(gw.url("/v1/responses/resp_123/input_items"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let err: Value = resp.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not store responses"),
+        "{err}"
+    );
 }

@@ -112,6 +112,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(responses::create))
             .default_service(web::to(method_not_allowed)),
     )
+    .service(web::resource("/v1/responses/{rest:.+}").to(responses::stored))
     .service(web::resource("/v1/models/{id:.+}").route(web::get().to(models::retrieve)))
     .route("/metrics", web::get().to(admin::metrics))
     .route("/admin/stats", web::get().to(admin::stats))

@@ -920,6 +920,18 @@ impl EventEncoder for Encoder {
     }
 }
 
+/// `GET`/`DELETE /v1/responses/{id}` and the other stored-response routes: Switchyard keeps no
+/// responses, so say so plainly instead of a bare unknown-route error.
+pub async fn stored(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "{} {}: Switchyard does not store responses, so none can be retrieved, cancelled, \
+         deleted or listed; keep the response you received and send the whole conversation \
+         in 'input'.",
+        req.method(),
+        req.path()
+    )))
+}
+
 /// Handle a Responses request.
 #[tracing::instrument(skip_all, fields(model, stream, provider))]
 pub async fn create(
