@@ -26,6 +26,19 @@ async fn submit(gw: &str, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// A batch once it has completed (fails the test after 30 s).
+async fn wait_batch(base: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let b = get_json(format!("{base}/v1/batches/{id}")).await;
+        if b["status"] == "completed" {
+            return b;
+        }
+        assert!(Instant::now() < deadline, "{b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wait_final(gw: &str, id: &str, secs: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -341,15 +354,7 @@ async fn batches_run_every_line_and_report_bad_lines_in_the_error_file() {
     let b: Value = r.json().await.unwrap();
     let id = b["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("batch_"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let b = loop {
-        let b = get_json(format!("{base}/v1/batches/{id}")).await;
-        if b["status"] == "completed" {
-            break b;
-        }
-        assert!(Instant::now() < deadline, "{b}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let b = wait_batch(&base, &id).await;
     assert_eq!(
         b["request_counts"],
         json!({"total": 4, "completed": 3, "failed": 1})
@@ -463,15 +468,7 @@ async fn a_batch_of_responses_lines_runs_and_streamed_lines_are_refused() {
         .as_str()
         .unwrap()
         .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let b = loop {
-        let b = get_json(format!("{base}/v1/batches/{id}")).await;
-        if b["status"] == "completed" {
-            break b;
-        }
-        assert!(Instant::now() < deadline, "{b}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let b = wait_batch(&base, &id).await;
     assert_eq!(
         b["request_counts"],
         json!({"total": 3, "completed": 2, "failed": 1})

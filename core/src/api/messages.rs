@@ -378,8 +378,10 @@ impl Encoder {
         ));
         index
     }
+}
 
-    fn on_chunk(&mut self, c: &ChatChunk, out: &mut Vec<Bytes>) {
+impl EventEncoder for Encoder {
+    fn chunk(&mut self, c: &ChatChunk, out: &mut Vec<Bytes>) {
         if !self.started {
             self.started = true;
             out.push(sse(
@@ -437,7 +439,7 @@ impl Encoder {
         }
     }
 
-    fn on_finish(&mut self, out: &mut Vec<Bytes>) {
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
         self.close_block(out);
         let usage = WireUsage::from_usage(&self.usage);
         out.push(sse(
@@ -448,16 +450,6 @@ impl Encoder {
                     "usage": usage}),
         ));
         out.push(sse("message_stop", &json!({"type": "message_stop"})));
-    }
-}
-
-impl EventEncoder for Encoder {
-    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
-        self.on_chunk(chunk, out);
-    }
-
-    fn finish(&mut self, out: &mut Vec<Bytes>) {
-        self.on_finish(out);
     }
 
     fn fail(&mut self, error: &ApiError, out: &mut Vec<Bytes>) {

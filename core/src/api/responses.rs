@@ -805,8 +805,10 @@ impl Encoder {
         }
         index
     }
+}
 
-    fn on_chunk(&mut self, c: &ChatChunk, out: &mut Vec<Bytes>) {
+impl EventEncoder for Encoder {
+    fn chunk(&mut self, c: &ChatChunk, out: &mut Vec<Bytes>) {
         if !self.started {
             self.started = true;
             self.id = c.id.clone();
@@ -878,7 +880,7 @@ impl Encoder {
         }
     }
 
-    fn on_finish(&mut self, out: &mut Vec<Bytes>) {
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
         self.close(out);
         let (status, incomplete) = status(self.finish.as_deref());
         let kind = if status == "completed" {
@@ -890,7 +892,7 @@ impl Encoder {
         self.event(out, kind, json!({"response": response}));
     }
 
-    fn on_fail(&mut self, out: &mut Vec<Bytes>, e: &ApiError) {
+    fn fail(&mut self, e: &ApiError, out: &mut Vec<Bytes>) {
         let body = e.openai_body();
         let err = &body["error"];
         let code = err["code"].as_str().unwrap_or(e.class()).to_owned();
@@ -903,20 +905,6 @@ impl Encoder {
         let mut response = self.snapshot("failed", Value::Null, true);
         response["error"] = json!({"code": code, "message": message});
         self.event(out, "response.failed", json!({"response": response}));
-    }
-}
-
-impl EventEncoder for Encoder {
-    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
-        self.on_chunk(chunk, out);
-    }
-
-    fn finish(&mut self, out: &mut Vec<Bytes>) {
-        self.on_finish(out);
-    }
-
-    fn fail(&mut self, error: &ApiError, out: &mut Vec<Bytes>) {
-        self.on_fail(out, error);
     }
 }
 
