@@ -26,6 +26,17 @@ wait_http() {
   return 1
 }
 
+# Wait until something listens on a loopback TCP port, or fail after $2 seconds.
+wait_port() {
+  local port="$1" secs="${2:-30}" i
+  for ((i = 0; i < secs * 10; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "timed out waiting for port $port" >&2
+  return 1
+}
+
 # Python venv with the pinned packages of a requirements file, installed once.
 ensure_venv() {
   local req="$1" stamp

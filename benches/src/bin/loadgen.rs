@@ -375,14 +375,14 @@ fn main() -> anyhow::Result<()> {
             writeln!(out, "\nadded by `{name}` vs added by `gateway`:")?;
             writeln!(
                 out,
-                "{:<16} {:>12} {:>12} {:>10}",
-                "mode", "gateway p99", "other p99", "ratio"
+                "{:<16} {:>12} {:>12} {:>10} {:>16}",
+                "mode", "gateway p99", "other p99", "ratio", "gateway/other rps"
             )?;
             for ((d, g), o) in direct.iter().zip(gateway.iter()).zip(other.iter()) {
                 let (ga, oa) = (g.p99_ms - d.p99_ms, o.p99_ms - d.p99_ms);
                 writeln!(
                     out,
-                    "{:<16} {:>+12.3} {:>+12.3} {:>10.3}",
+                    "{:<16} {:>+12.3} {:>+12.3} {:>10.3} {:>16.3}",
                     d.mode,
                     ga,
                     oa,
@@ -390,7 +390,8 @@ fn main() -> anyhow::Result<()> {
                         ga / oa
                     } else {
                         f64::NAN
-                    }
+                    },
+                    g.rps / o.rps
                 )?;
             }
         }

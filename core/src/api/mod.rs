@@ -199,7 +199,7 @@ where
         .headers()
         .get(REQUEST_ID)
         .and_then(valid_request_id)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        .unwrap_or_else(|| crate::ledger::new_id().to_string());
     let trace = crate::telemetry::TraceContext::from_traceparent(
         req.headers()
             .get("traceparent")

@@ -536,7 +536,7 @@ impl JobStore {
 
 /// New job ids: time-ordered.
 pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}{}", uuid::Uuid::now_v7().simple())
+    format!("{prefix}{}", crate::ledger::new_id().simple())
 }
 
 /// Build a job for a submission (validated elsewhere).

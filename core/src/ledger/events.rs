@@ -35,7 +35,7 @@ impl Event {
     /// The stored and delivered form.
     pub fn to_json(&self) -> Value {
         json!({
-            "id": uuid::Uuid::now_v7().to_string(),
+            "id": super::new_id().to_string(),
             "type": self.kind,
             "created": super::now_us() / 1_000_000,
             "data": self.data,

@@ -374,7 +374,7 @@ fn request_to(lease: &Lease, path: &str, body: &impl Serialize) -> reqwest::Requ
     let spec = lease.spec();
     let mut rb = lease
         .client()
-        .post(format!("{}/{path}", spec.base_url))
+        .post(lease.url(path))
         .header("anthropic-version", &spec.anthropic_version)
         .json(body);
     if let Some(key) = &spec.api_key {

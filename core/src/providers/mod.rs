@@ -33,11 +33,13 @@ use resilience::{Breaker, BreakerState, Limits, Permit};
 /// A stream of chunks from an upstream.
 pub type ChunkStream = BoxStream<'static, Result<ChatChunk, ProviderError>>;
 
-/// One upstream's shared state: settings, connection pool, limits and health. Owned and reset
+/// One upstream's shared state: settings, connection pools, limits and health. Owned and reset
 /// by its [`ProviderActor`]; read and updated lock-free (or under a brief lock) by handlers.
 pub struct Upstream {
     spec: Arc<ProviderSpec>,
-    client: ArcSwap<reqwest::Client>,
+    /// `spec.base_url`, parsed once (parsing it per request showed in profiles).
+    base: reqwest::Url,
+    pools: ArcSwap<Pools>,
     limits: Limits,
     breaker: ArcSwap<Breaker>,
     cooling_until: Mutex<Option<Instant>>,
@@ -52,12 +54,17 @@ pub struct Upstream {
 impl Upstream {
     /// Build the state and its connection pool.
     pub fn new(spec: Arc<ProviderSpec>) -> Result<Self, ProviderError> {
-        let client = build_client(&spec)?;
+        let pools = Pools::new(&spec)?;
+        let base = reqwest::Url::parse(&spec.base_url).map_err(|e| ProviderError::Unavailable {
+            provider: spec.name.clone(),
+            message: format!("base URL: {e}"),
+        })?;
         Ok(Self {
+            base,
             limits: Limits::new(&spec.limits),
             breaker: ArcSwap::from_pointee(Breaker::new(spec.breaker.clone())),
             spec,
-            client: ArcSwap::from_pointee(client),
+            pools: ArcSwap::from_pointee(pools),
             cooling_until: Mutex::new(None),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -97,6 +104,7 @@ impl Upstream {
                 });
             }
         }
+        let client = self.pools.load().here(&self.spec)?;
         let breaker = self.breaker.load_full();
         let probe = match breaker.permit(name) {
             Permit::Normal => false,
@@ -110,7 +118,7 @@ impl Upstream {
         };
         let mut lease = Lease {
             upstream: Arc::clone(self),
-            client: reqwest::Client::clone(&self.client.load()),
+            client,
             breaker,
             probe,
             settled: false,
@@ -182,12 +190,12 @@ impl Upstream {
         }
     }
 
-    /// Start afresh: a new pool (whatever broke may have been in the connections), clean health.
+    /// Start afresh: new pools (whatever broke may have been in the connections), clean health.
     fn reset(&self) {
-        match build_client(&self.spec) {
-            Ok(c) => self.client.store(Arc::new(c)),
+        match Pools::new(&self.spec) {
+            Ok(p) => self.pools.store(Arc::new(p)),
             Err(e) => {
-                tracing::error!(provider = %self.spec.name, error = %e, "keeping old HTTP client")
+                tracing::error!(provider = %self.spec.name, error = %e, "keeping old HTTP clients")
             }
         }
         self.breaker
@@ -221,6 +229,11 @@ impl Lease {
     /// The connection pool.
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// The URL of `path` (`/`-separated segments) under the upstream's base URL.
+    pub fn url(&self, path: &str) -> reqwest::Url {
+        under(&self.upstream.base, path)
     }
 
     /// Whether this call is the breaker's half-open probe.
@@ -377,6 +390,31 @@ impl ProviderActor {
     }
 }
 
+/// One upstream's HTTP clients, one per thread that calls it.
+///
+/// A pooled connection is driven by a task on the runtime that opened it. Each actix worker
+/// runs its own single-threaded runtime, so with one shared pool a request on one worker
+/// would often borrow a connection driven by another, and every exchange would cross threads
+/// twice (a wake-up and a context switch each way). With a pool per thread, requests and
+/// their connections stay on one thread.
+struct Pools {
+    per_thread: thread_local::ThreadLocal<reqwest::Client>,
+}
+
+impl Pools {
+    /// Empty pools; building a client first here proves the settings work.
+    fn new(spec: &ProviderSpec) -> Result<Self, ProviderError> {
+        let per_thread = thread_local::ThreadLocal::new();
+        per_thread.get_or_try(|| build_client(spec))?;
+        Ok(Self { per_thread })
+    }
+
+    /// The calling thread's client (a cheap handle to its pool), built on first use.
+    fn here(&self, spec: &ProviderSpec) -> Result<reqwest::Client, ProviderError> {
+        self.per_thread.get_or_try(|| build_client(spec)).cloned()
+    }
+}
+
 /// The HTTP client for one upstream.
 fn build_client(spec: &ProviderSpec) -> Result<reqwest::Client, ProviderError> {
     reqwest::Client::builder()
@@ -420,5 +458,49 @@ impl Handler<Restart> for ProviderActor {
 
     fn handle(&mut self, _: Restart, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+/// `path` (`/`-separated segments) under `base`, without parsing a URL again.
+fn under(base: &reqwest::Url, path: &str) -> reqwest::Url {
+    let mut url = base.clone();
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty().extend(path.split('/'));
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::under;
+
+    #[test]
+    fn endpoints_go_under_the_base_url_whatever_its_path() {
+        let cases = [
+            (
+                "http://127.0.0.1:9000/v1",
+                "chat/completions",
+                "http://127.0.0.1:9000/v1/chat/completions",
+            ),
+            (
+                "http://127.0.0.1:9000/v1/",
+                "chat/completions",
+                "http://127.0.0.1:9000/v1/chat/completions",
+            ),
+            (
+                "https://api.example.com",
+                "messages/count_tokens",
+                "https://api.example.com/messages/count_tokens",
+            ),
+            (
+                "https://h.example/openai/deployments/x",
+                "chat/completions",
+                "https://h.example/openai/deployments/x/chat/completions",
+            ),
+        ];
+        for (base, path, want) in cases {
+            let base = reqwest::Url::parse(base).expect("base");
+            assert_eq!(under(&base, path).as_str(), want, "{base} + {path}");
+        }
     }
 }

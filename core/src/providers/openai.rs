@@ -41,8 +41,10 @@ fn request(lease: &Lease, model: &str, req: &ChatRequest, stream: bool) -> reqwe
             }
         }
     }
-    let url = format!("{}/chat/completions", lease.spec().base_url);
-    let mut rb = lease.client().post(url).json(&body);
+    let mut rb = lease
+        .client()
+        .post(lease.url("chat/completions"))
+        .json(&body);
     if let Some(key) = &lease.spec().api_key {
         rb = rb.bearer_auth(key.expose_secret());
     }
