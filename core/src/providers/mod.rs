@@ -461,7 +461,8 @@ impl Handler<Restart> for ProviderActor {
     }
 }
 
-/// `path` (`/`-separated segments) under `base`, without parsing a URL again.
+/// `path` (`/`-separated segments) under `base`, before any query string it has, without
+/// parsing a URL again.
 fn under(base: &reqwest::Url, path: &str) -> reqwest::Url {
     let mut url = base.clone();
     if let Ok(mut segments) = url.path_segments_mut() {
@@ -496,6 +497,11 @@ mod tests {
                 "https://h.example/openai/deployments/x",
                 "chat/completions",
                 "https://h.example/openai/deployments/x/chat/completions",
+            ),
+            (
+                "https://h.example/openai/deployments/x?api-version=2024-10-21",
+                "chat/completions",
+                "https://h.example/openai/deployments/x/chat/completions?api-version=2024-10-21",
             ),
         ];
         for (base, path, want) in cases {
