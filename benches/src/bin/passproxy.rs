@@ -41,15 +41,31 @@ struct Args {
 
 type Upstream = Client<HttpConnector, Full<Bytes>>;
 
+/// The upstream's scheme and authority, parsed once.
+#[derive(Clone)]
+struct Origin {
+    scheme: hyper::http::uri::Scheme,
+    authority: hyper::http::uri::Authority,
+}
+
 async fn forward(
     client: Upstream,
-    origin: std::sync::Arc<str>,
+    origin: Origin,
     req: Request<Incoming>,
 ) -> anyhow::Result<Response<Full<Bytes>>> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri: Uri = format!("{origin}{path}").parse()?;
+    let uri = Uri::builder()
+        .scheme(origin.scheme)
+        .authority(origin.authority)
+        .path_and_query(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+        )
+        .build()?;
     let mut out = Request::builder().method(parts.method).uri(uri);
     for (name, value) in &parts.headers {
         if name != hyper::header::HOST {
@@ -79,8 +95,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Upstream = Client::builder(TokioExecutor::new()).build(connector);
-    let origin: std::sync::Arc<str> = args.upstream.trim_end_matches('/').into();
-    eprintln!("passproxy: {} -> {origin}", args.listen);
+    let upstream: Uri = args.upstream.parse().context("--upstream")?;
+    let origin = Origin {
+        scheme: upstream
+            .scheme()
+            .cloned()
+            .context("--upstream needs a scheme")?,
+        authority: upstream
+            .authority()
+            .cloned()
+            .context("--upstream needs a host")?,
+    };
+    eprintln!("passproxy: {} -> {upstream}", args.listen);
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
