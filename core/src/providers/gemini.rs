@@ -328,12 +328,11 @@ fn from_wire(w: WireResponse, model: &str) -> ChatResponse {
 fn request(lease: &Lease, model: &str, body: &Value, stream: bool) -> reqwest::RequestBuilder {
     let spec = lease.spec();
     let url = if stream {
-        format!(
-            "{}/models/{model}:streamGenerateContent?alt=sse",
-            spec.base_url
-        )
+        let mut url = lease.url(&format!("models/{model}:streamGenerateContent"));
+        url.query_pairs_mut().append_pair("alt", "sse");
+        url
     } else {
-        format!("{}/models/{model}:generateContent", spec.base_url)
+        lease.url(&format!("models/{model}:generateContent"))
     };
     let mut rb = lease.client().post(url).json(body);
     if let Some(key) = &spec.api_key {
